@@ -16,6 +16,15 @@ export interface Proc {
 
 const started = new Set<Proc>();
 
+// If the test process itself is ended (a runner timeout, Ctrl-C), take its process groups with it.
+process.once('exit', () => killAllStarted());
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(sig, () => {
+    killAllStarted();
+    process.exit(130);
+  });
+}
+
 export function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Proc {
   const child = spawn(cmd, args, {
     env: { ...process.env, ...env },

@@ -1,0 +1,206 @@
+// Every environment variable of the gateway contract, parsed once. A bad value names its variable.
+import { split as shellSplit } from 'shlex';
+import { z } from 'zod';
+
+export class ConfigError extends Error {}
+
+const TRUE = new Set(['1', 'true', 'yes', 'on']);
+const FALSE = new Set(['0', 'false', 'no', 'off']);
+
+const bool = (dflt: boolean) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return dflt;
+      const s = v.trim().toLowerCase();
+      if (TRUE.has(s)) return true;
+      if (FALSE.has(s)) return false;
+      ctx.addIssue({ code: 'custom', message: `expected true or false, got "${v}"` });
+      return z.NEVER;
+    });
+
+const int = (dflt: number, min: number, max: number) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return dflt;
+      const s = v.trim();
+      const n = Number(s);
+      if (!/^-?\d+$/.test(s) || !Number.isSafeInteger(n)) {
+        ctx.addIssue({ code: 'custom', message: `expected a whole number, got "${v}"` });
+        return z.NEVER;
+      }
+      if (n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `expected a number from ${min} to ${max}, got ${n}` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const seconds = (dflt: number, max = 86_400) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return dflt;
+      const n = Number(v.trim());
+      if (!Number.isFinite(n) || n < 0 || n > max) {
+        ctx.addIssue({ code: 'custom', message: `expected seconds from 0 to ${max}, got "${v}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v && v.trim() ? v.trim() : undefined));
+
+const schema = z.object({
+  PORT: int(7860, 0, 65535),
+  HOST: z.string().optional().transform((v) => (v && v.trim() ? v.trim() : '0.0.0.0')),
+  VLLM_MODEL: optionalString,
+  VLLM_BIN: z.string().optional().transform((v) => (v && v.trim() ? v.trim() : 'vllm')),
+  VLLM_ARGS: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      try {
+        return v ? shellSplit(v) : [];
+      } catch (e) {
+        ctx.addIssue({ code: 'custom', message: `cannot split into arguments: ${(e as Error).message}` });
+        return z.NEVER;
+      }
+    }),
+  VLLM_PORT: int(8000, 1, 65535),
+  VLLM_URL: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return undefined;
+      let u: URL;
+      try {
+        u = new URL(v.trim());
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `not a URL: "${v}"` });
+        return z.NEVER;
+      }
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+        ctx.addIssue({ code: 'custom', message: `expected an http:// or https:// URL, got "${v}"` });
+        return z.NEVER;
+      }
+      return u.origin + u.pathname.replace(/\/+$/, '');
+    }),
+  VLLM_API_KEY: optionalString,
+  API_KEYS: z
+    .string()
+    .optional()
+    .transform((v) => (v ?? '').split(',').map((k) => k.trim()).filter(Boolean)),
+  ADMIN_TOKEN: optionalString,
+  SLEEP_LEVEL: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const s = (v ?? '').trim() || '1';
+      if (s !== '1' && s !== '2') {
+        ctx.addIssue({ code: 'custom', message: `expected 1 or 2, got "${v}"` });
+        return z.NEVER;
+      }
+      return Number(s) as 1 | 2;
+    }),
+  IDLE_SLEEP_SECONDS: seconds(0),
+  AUTO_WAKE: bool(true),
+  WAKE_ON_START: bool(false),
+  WARMUP_ON_WAKE: bool(true),
+  SLEEP_DRAIN_TIMEOUT_SECONDS: seconds(30),
+  QUEUE_TIMEOUT_SECONDS: seconds(30),
+  DRAIN_TIMEOUT_SECONDS: seconds(20),
+  ENGINE_STOP_TIMEOUT_SECONDS: seconds(8),
+  STARTUP_TIMEOUT_SECONDS: seconds(1800, 7 * 86_400),
+  MAX_BODY_BYTES: int(33_554_432, 1, 2 ** 31),
+  MAX_CONCURRENT_REQUESTS: int(0, 0, 1_000_000),
+  LOG_LEVEL: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const s = (v ?? '').trim().toLowerCase() || 'info';
+      if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(s)) {
+        ctx.addIssue({ code: 'custom', message: `expected one of fatal, error, warn, info, debug, trace, silent, got "${v}"` });
+        return z.NEVER;
+      }
+      return s;
+    }),
+  LOG_PRETTY: bool(false),
+});
+
+export type Env = z.output<typeof schema>;
+
+export interface Config {
+  port: number;
+  host: string;
+  mode: 'launch' | 'attach';
+  model: string | undefined;
+  vllmBin: string;
+  vllmArgs: string[];
+  vllmPort: number;
+  /** Base URL of vLLM: the child on loopback, or VLLM_URL in attach mode. */
+  vllmUrl: string;
+  vllmApiKey: string | undefined;
+  apiKeys: string[];
+  adminToken: string | undefined;
+  sleepLevel: 1 | 2;
+  idleSleepMs: number;
+  autoWake: boolean;
+  wakeOnStart: boolean;
+  warmupOnWake: boolean;
+  sleepDrainTimeoutMs: number;
+  queueTimeoutMs: number;
+  drainTimeoutMs: number;
+  engineStopTimeoutMs: number;
+  startupTimeoutMs: number;
+  maxBodyBytes: number;
+  maxConcurrentRequests: number;
+  logLevel: string;
+  logPretty: boolean;
+}
+
+/** Parses the environment; throws ConfigError with one line naming the variable. */
+export function loadConfig(env: Record<string, string | undefined>): Readonly<Config> {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`invalid ${String(issue.path[0])}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  if (!e.VLLM_URL && !e.VLLM_MODEL) throw new ConfigError('invalid VLLM_MODEL: required (the model to serve) unless VLLM_URL is set');
+  const ms = (s: number) => Math.round(s * 1000);
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST,
+    mode: e.VLLM_URL ? 'attach' : 'launch',
+    model: e.VLLM_MODEL,
+    vllmBin: e.VLLM_BIN,
+    vllmArgs: e.VLLM_ARGS,
+    vllmPort: e.VLLM_PORT,
+    vllmUrl: e.VLLM_URL ?? `http://127.0.0.1:${e.VLLM_PORT}`,
+    vllmApiKey: e.VLLM_API_KEY,
+    apiKeys: e.API_KEYS,
+    adminToken: e.ADMIN_TOKEN,
+    sleepLevel: e.SLEEP_LEVEL,
+    idleSleepMs: ms(e.IDLE_SLEEP_SECONDS),
+    autoWake: e.AUTO_WAKE,
+    wakeOnStart: e.WAKE_ON_START,
+    warmupOnWake: e.WARMUP_ON_WAKE,
+    sleepDrainTimeoutMs: ms(e.SLEEP_DRAIN_TIMEOUT_SECONDS),
+    queueTimeoutMs: ms(e.QUEUE_TIMEOUT_SECONDS),
+    drainTimeoutMs: ms(e.DRAIN_TIMEOUT_SECONDS),
+    engineStopTimeoutMs: ms(e.ENGINE_STOP_TIMEOUT_SECONDS),
+    startupTimeoutMs: ms(e.STARTUP_TIMEOUT_SECONDS),
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    maxConcurrentRequests: e.MAX_CONCURRENT_REQUESTS,
+    logLevel: e.LOG_LEVEL,
+    logPretty: e.LOG_PRETTY,
+  } satisfies Config);
+}

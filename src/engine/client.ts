@@ -1,0 +1,145 @@
+// Typed calls to vLLM's control surface (vllm-contract §2.1, §3): each with its own deadline.
+import { Pool, errors as undiciErrors } from 'undici';
+
+export class EngineHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    readonly what: string,
+  ) {
+    super(`${what}: vLLM answered ${status}${body ? ` ${body.slice(0, 300)}` : ' (empty body)'}`);
+  }
+}
+
+export class EngineUnreachableError extends Error {
+  constructor(
+    readonly what: string,
+    override readonly cause: unknown,
+  ) {
+    super(`${what}: vLLM not reachable (${(cause as { code?: string })?.code ?? (cause as Error)?.message ?? String(cause)})`);
+  }
+}
+
+export interface EngineClientOptions {
+  baseUrl: string;
+  apiKey?: string | undefined;
+}
+
+export type SleepMode = 'wait' | 'abort';
+
+export class EngineClient {
+  private readonly pool: Pool;
+  private readonly prefix: string;
+
+  constructor(private readonly opts: EngineClientOptions) {
+    const url = new URL(opts.baseUrl);
+    this.prefix = url.pathname.replace(/\/+$/, '');
+    // Idle sockets are dropped before uvicorn's 5 s keep-alive closes them under us.
+    this.pool = new Pool(url.origin, { connections: 8, keepAliveTimeout: 4000, keepAliveMaxTimeout: 4000 });
+  }
+
+  private async call(what: string, method: 'GET' | 'POST', path: string, timeoutMs: number, body?: unknown): Promise<{ status: number; text: string }> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.opts.apiKey && path.startsWith('/v1')) headers.authorization = `Bearer ${this.opts.apiKey}`;
+    try {
+      const res = await this.pool.request({
+        method,
+        path: this.prefix + path,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const text = await res.body.text();
+      return { status: res.statusCode, text };
+    } catch (e) {
+      if (e instanceof EngineHttpError) throw e;
+      throw new EngineUnreachableError(what, e);
+    }
+  }
+
+  private async ok(what: string, method: 'GET' | 'POST', path: string, timeoutMs: number, body?: unknown): Promise<string> {
+    const r = await this.call(what, method, path, timeoutMs, body);
+    if (r.status < 200 || r.status >= 300) throw new EngineHttpError(r.status, r.text, what);
+    return r.text;
+  }
+
+  /** 200 = alive (also while asleep), anything else = not serving; connection refused = not up yet (§1.2). */
+  async health(timeoutMs = 5000): Promise<number> {
+    return (await this.call('GET /health', 'GET', '/health', timeoutMs)).status;
+  }
+
+  async version(timeoutMs = 5000): Promise<string | undefined> {
+    try {
+      const v = JSON.parse(await this.ok('GET /version', 'GET', '/version', timeoutMs)) as { version?: unknown };
+      return typeof v.version === 'string' ? v.version : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async models(timeoutMs = 5000): Promise<string[]> {
+    const list = JSON.parse(await this.ok('GET /v1/models', 'GET', '/v1/models', timeoutMs)) as { data?: { id?: unknown }[] };
+    return (list.data ?? []).map((m) => m.id).filter((id): id is string => typeof id === 'string');
+  }
+
+  async isSleeping(timeoutMs = 5000): Promise<boolean> {
+    const v = JSON.parse(await this.ok('GET /is_sleeping', 'GET', '/is_sleeping', timeoutMs)) as { is_sleeping?: unknown };
+    return v.is_sleeping === true;
+  }
+
+  /** vLLM reads level and mode from the query string, not a body (§2.1). `mode` only for vLLM >= 0.17. */
+  async sleep(level: number, mode: SleepMode | undefined, timeoutMs: number): Promise<void> {
+    const q = `level=${level}${mode ? `&mode=${mode}` : ''}`;
+    await this.ok(`POST /sleep?${q}`, 'POST', `/sleep?${q}`, timeoutMs);
+  }
+
+  async wakeUp(tags: string[] | undefined, timeoutMs: number): Promise<void> {
+    const q = tags?.length ? '?' + tags.map((t) => `tags=${encodeURIComponent(t)}`).join('&') : '';
+    await this.ok(`POST /wake_up${q}`, 'POST', `/wake_up${q}`, timeoutMs);
+  }
+
+  async reloadWeights(timeoutMs: number): Promise<void> {
+    await this.ok('POST /collective_rpc reload_weights', 'POST', '/collective_rpc', timeoutMs, { method: 'reload_weights' });
+  }
+
+  async resetPrefixCache(timeoutMs: number): Promise<void> {
+    await this.ok('POST /reset_prefix_cache', 'POST', '/reset_prefix_cache', timeoutMs);
+  }
+
+  /** The sleep level vLLM reports in `vllm:engine_sleep_state` (§2.4), when it exposes it. */
+  async reportedSleepLevel(timeoutMs = 5000): Promise<1 | 2 | undefined> {
+    try {
+      const text = await this.ok('GET /metrics', 'GET', '/metrics', timeoutMs);
+      if (/^vllm:engine_sleep_state\{[^}]*sleep_state="discard_all"[^}]*\} 1(\.0)?$/m.test(text)) return 2;
+      if (/^vllm:engine_sleep_state\{[^}]*sleep_state="weights_offloaded"[^}]*\} 1(\.0)?$/m.test(text)) return 1;
+    } catch {
+      /* older vLLM: no such gauge */
+    }
+    return undefined;
+  }
+
+  /** A one-token completion, so the first user request after a wake does not pay for cold kernels. */
+  async warmup(model: string | undefined, timeoutMs: number): Promise<void> {
+    const body: Record<string, unknown> = { prompt: 'Hello', max_tokens: 1, temperature: 0 };
+    if (model) body.model = model;
+    await this.ok('warm-up completion', 'POST', '/v1/completions', timeoutMs, body);
+  }
+
+  async metricsText(timeoutMs = 3000): Promise<string | undefined> {
+    try {
+      return await this.ok('GET /metrics', 'GET', '/metrics', timeoutMs);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close().catch(() => {});
+  }
+}
+
+export const isConnectionRefused = (e: unknown): boolean =>
+  e instanceof EngineUnreachableError && ((e.cause as { code?: string })?.code === 'ECONNREFUSED' || e.cause instanceof undiciErrors.SocketError);

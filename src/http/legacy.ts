@@ -1,0 +1,79 @@
+// POST /inference: the original app's simple API, served through /v1/chat/completions.
+import type { Handler } from 'hono';
+import { z } from 'zod';
+import { badRequest, GatewayError } from '../errors.ts';
+import { readBody } from '../proxy/body.ts';
+import { upstreamRequestHeaders } from '../proxy/headers.ts';
+import { normalizeErrorBody, transportError } from '../proxy/upstream-errors.ts';
+import { admit, begin } from './admission.ts';
+import type { AppDeps, Env } from './types.ts';
+
+const inferenceBody = z.object({
+  prompt: z.string().min(1, 'prompt must not be empty'),
+  max_new_tokens: z.number().int().min(1).max(1_000_000).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+});
+
+export function inferenceRoute(d: AppDeps): Handler<Env> {
+  return async function inferenceRoute(c) {
+    const incoming = c.env.incoming;
+    const out = c.env.outgoing;
+    const ticket = begin(d, out, true);
+    const raw = await readBody(incoming, d.config.maxBodyBytes);
+    let json: unknown;
+    try {
+      json = JSON.parse(raw.toString('utf8'));
+    } catch {
+      throw badRequest('request body is not valid JSON');
+    }
+    const parsed = inferenceBody.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const param = issue.path.join('.') || null;
+      throw badRequest(`${param ?? 'body'}: ${issue.message}`, param);
+    }
+    const p = parsed.data;
+    await admit(d, out, false);
+    ticket.forwarded();
+    const model = d.lifecycle.servedModel ?? d.config.model;
+    c.set('model', model);
+    const upstreamBody: Record<string, unknown> = { messages: [{ role: 'user', content: p.prompt }] };
+    if (model) upstreamBody.model = model;
+    if (p.max_new_tokens !== undefined) upstreamBody.max_tokens = p.max_new_tokens;
+    if (p.temperature !== undefined) upstreamBody.temperature = p.temperature;
+    const ac = new AbortController();
+    const onClose = () => ac.abort();
+    out.once('close', onClose);
+    let status: number;
+    let text: string;
+    try {
+      const res = await d.forwarder.pool.request({
+        method: 'POST',
+        path: new URL(d.config.vllmUrl).pathname.replace(/\/+$/, '') + '/v1/chat/completions',
+        headers: { ...upstreamRequestHeaders({}, c.get('requestId'), d.config.vllmApiKey), 'content-type': 'application/json' },
+        body: JSON.stringify(upstreamBody),
+        signal: ac.signal,
+      });
+      status = res.statusCode;
+      text = await res.body.text();
+    } catch (e) {
+      if (ac.signal.aborted) return c.body(null, 499 as 400);
+      throw transportError(e);
+    } finally {
+      out.off('close', onClose);
+    }
+    if (status >= 400) return c.body(normalizeErrorBody(status, text), status as 400, { 'content-type': 'application/json' });
+    let completion: { model?: string; usage?: unknown; choices?: { message?: { content?: string | null } }[] };
+    try {
+      completion = JSON.parse(text);
+    } catch {
+      throw new GatewayError(502, 'engine_error', 'vLLM answered with a body that is not JSON', 'upstream_error');
+    }
+    return c.json({
+      response: completion.choices?.[0]?.message?.content ?? '',
+      model: completion.model ?? model,
+      usage: completion.usage ?? null,
+      backend: 'vllm',
+    });
+  };
+}

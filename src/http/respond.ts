@@ -1,0 +1,37 @@
+// Writing the gateway's own answers, through Hono or straight to the Node response.
+import type { ServerResponse } from 'node:http';
+import { GatewayError } from '../errors.ts';
+import { LifecycleError, type EngineState } from '../engine/lifecycle.ts';
+
+/** Lifecycle refusals as HTTP: the engine layer names what happened, this picks the status. */
+export function fromLifecycle(e: LifecycleError, state: EngineState): GatewayError {
+  const retryAfterMs = e.retryAfterMs ?? 5000;
+  switch (e.kind) {
+    case 'conflict':
+      return new GatewayError(409, 'engine_not_ready', e.message, 'conflict_error');
+    case 'unsupported':
+      return new GatewayError(501, 'sleep_mode_unavailable', e.message, 'not_implemented');
+    case 'upstream':
+      return new GatewayError(502, 'engine_error', e.message, 'upstream_error');
+    case 'timeout':
+      return new GatewayError(503, 'queue_timeout', e.message, 'service_unavailable', { retryAfterMs });
+    default: {
+      const code = state === 'draining' || state === 'stopped' ? 'shutting_down' : state === 'sleeping' ? 'engine_asleep' : 'engine_unavailable';
+      return new GatewayError(503, code, e.message, 'service_unavailable', { retryAfterMs });
+    }
+  }
+}
+
+export function asGatewayError(e: unknown, state: EngineState): GatewayError | undefined {
+  if (e instanceof GatewayError) return e;
+  if (e instanceof LifecycleError) return fromLifecycle(e, state);
+  return undefined;
+}
+
+/** For handlers that own the Node response (the relay, SSE). */
+export function writeError(out: ServerResponse, e: GatewayError): void {
+  if (out.headersSent || out.destroyed) return;
+  const body = JSON.stringify(e.body());
+  out.writeHead(e.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...e.headers() });
+  out.end(body);
+}

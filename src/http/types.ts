@@ -1,0 +1,23 @@
+import type { HttpBindings } from '@hono/node-server';
+import type { Config } from '../config.ts';
+import type { EngineClient } from '../engine/client.ts';
+import type { Inflight } from '../engine/inflight.ts';
+import type { EngineLifecycle } from '../engine/lifecycle.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Forwarder, RelayResult } from '../proxy/forward.ts';
+
+export interface AppDeps {
+  config: Readonly<Config>;
+  log: Logger;
+  lifecycle: EngineLifecycle;
+  inflight: Inflight;
+  forwarder: Forwarder;
+  client: EngineClient;
+  metrics: Metrics;
+}
+
+export type Env = {
+  Bindings: HttpBindings;
+  Variables: { requestId: string; relay?: RelayResult; model?: string };
+};

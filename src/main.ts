@@ -1,0 +1,107 @@
+// Composition root: the only module that reads process.env, installs signal handlers or exits.
+import { createApp } from './app.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import { vllmArgv, vllmEnv } from './engine/args.ts';
+import { EngineClient } from './engine/client.ts';
+import { IdleSleeper } from './engine/idle.ts';
+import { Inflight } from './engine/inflight.ts';
+import { EngineLifecycle, type OpEvent } from './engine/lifecycle.ts';
+import { EngineProcess } from './engine/process.ts';
+import { createLogger } from './logger.ts';
+import { createMetrics } from './metrics.ts';
+import { Forwarder } from './proxy/forward.ts';
+import { createServer, listen } from './server.ts';
+import { shutdown } from './shutdown.ts';
+
+const UPSTREAM_TIMEOUT_MS = 60 * 60_000;
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`vllm-gateway: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const log = createLogger({ level: config.logLevel, pretty: config.logPretty });
+  if (!config.apiKeys.length) log.warn('API_KEYS is not set: /v1/* and /inference are open to anyone who can reach this port');
+  if (!config.adminToken && !config.apiKeys.length) log.warn('neither ADMIN_TOKEN nor API_KEYS is set: /sleep, /wake and /events are open');
+
+  const inflight = new Inflight();
+  const client = new EngineClient({ baseUrl: config.vllmUrl, apiKey: config.vllmApiKey });
+  const vllmLog = log.child({ component: 'vllm' });
+  const lifecycle = new EngineLifecycle({
+    opts: config,
+    client,
+    inflight,
+    log: log.child({ component: 'engine' }),
+    spawnEngine:
+      config.mode === 'launch'
+        ? () => {
+            const argv = vllmArgv(config.model!, config.vllmPort, config.vllmArgs);
+            log.info({ bin: config.vllmBin, argv }, 'starting vLLM');
+            return new EngineProcess(config.vllmBin, argv, vllmEnv(process.env), vllmLog);
+          }
+        : undefined,
+  });
+  const metrics = createMetrics({ state: () => lifecycle.state, inFlight: () => inflight.total });
+  lifecycle.on('sleep', (e: OpEvent) => {
+    metrics.sleeps.inc({ level: String(e.level), outcome: e.outcome });
+    if (e.outcome === 'ok' || e.outcome === 'aborted') metrics.sleepDuration.observe({ level: String(e.level) }, e.durationMs / 1000);
+  });
+  lifecycle.on('wake', (e: OpEvent) => {
+    metrics.wakes.inc({ level: String(e.level), outcome: e.outcome });
+    if (e.outcome === 'ok') metrics.wakeDuration.observe({ level: String(e.level) }, e.durationMs / 1000);
+  });
+  lifecycle.on('restart', () => metrics.restarts.inc());
+
+  const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS });
+  const app = createApp({ config, log, lifecycle, inflight, forwarder, client, metrics });
+  const server = createServer(app);
+  const idle = new IdleSleeper(lifecycle, inflight, config.idleSleepMs, config.sleepLevel, log.child({ component: 'idle' }));
+
+  let stopping: Promise<number> | undefined;
+  const hurry = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: skipping the remaining waits');
+      hurry.abort();
+      return;
+    }
+    log.info({ signal }, 'shutting down');
+    stopping = shutdown({ server, lifecycle, inflight, forwarder, idle, metrics, log, drainTimeoutMs: config.drainTimeoutMs }, signal, hurry.signal);
+    stopping.then(
+      (code) => process.exit(code),
+      (e) => {
+        log.fatal({ err: (e as Error).stack }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  lifecycle.on('fatal', async (reason: string) => {
+    log.fatal({ reason }, 'giving up: exiting so that the platform restarts the gateway');
+    server.close();
+    server.closeAllConnections();
+    await lifecycle.stopEngine(AbortSignal.abort());
+    process.exit(1);
+  });
+
+  let address;
+  try {
+    address = await listen(server, config.port, config.host);
+  } catch (e) {
+    log.fatal({ err: (e as Error).message, port: config.port, host: config.host }, 'cannot listen');
+    process.exit(1);
+  }
+  log.info({ host: address.address, port: address.port, mode: config.mode, vllm: config.vllmUrl }, `vllm-gateway listening on http://${config.host}:${address.port}`);
+  lifecycle.start();
+  idle.start();
+}
+
+void main();

@@ -1,0 +1,52 @@
+// Reads a request body into memory, never past MAX_BODY_BYTES.
+import type { IncomingMessage } from 'node:http';
+import { GatewayError } from '../errors.ts';
+
+export class ClientGoneError extends Error {}
+
+export function tooLarge(limit: number): GatewayError {
+  return new GatewayError(413, 'request_too_large', `request body exceeds MAX_BODY_BYTES (${limit} bytes)`, 'invalid_request_error');
+}
+
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) return Promise.reject(tooLarge(limit));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        cleanup();
+        req.pause();
+        reject(tooLarge(limit));
+        return;
+      }
+      chunks.push(c);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    };
+    const onError = (e: Error) => {
+      cleanup();
+      reject(new ClientGoneError(e.message));
+    };
+    const onClose = () => {
+      if (!req.complete) {
+        cleanup();
+        reject(new ClientGoneError('client closed the connection while sending the body'));
+      }
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}

@@ -1,0 +1,61 @@
+// Header handling for the relay: hop-by-hop headers never cross it, the gateway's credentials never
+// reach vLLM, and every exchange carries one request id.
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+// RFC 9110 §7.6.1 plus the de-facto ones; `host` and `content-length` are set by undici for the new hop.
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'content-length',
+  'expect',
+]);
+// The gateway's own credentials stay with the gateway.
+const GATEWAY_ONLY = new Set(['authorization', 'x-api-key']);
+// Responses keep their content-length; what vLLM (uvicorn) says about itself is not for clients.
+const RESPONSE_DROP = new Set([...HOP_BY_HOP].filter((h) => h !== 'content-length').concat(['server', 'date']));
+
+const REQUEST_ID_RE = /^[\w.:@/+=-]{1,128}$/;
+
+/** The client's x-request-id when it is sane, otherwise a new one. */
+export function requestIdOf(value: string | string[] | undefined | null): string {
+  const v = Array.isArray(value) ? value[0] : value;
+  return v && REQUEST_ID_RE.test(v) ? v : randomUUID().replaceAll('-', '');
+}
+
+function connectionTokens(value: string | string[] | undefined): Set<string> {
+  const out = new Set<string>();
+  for (const part of ([] as string[]).concat(value ?? [])) for (const t of part.split(',')) if (t.trim()) out.add(t.trim().toLowerCase());
+  return out;
+}
+
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, requestId: string, vllmApiKey: string | undefined): Record<string, string | string[]> {
+  const listed = connectionTokens(incoming.connection);
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || GATEWAY_ONLY.has(name) || listed.has(name)) continue;
+    out[name] = value;
+  }
+  out['x-request-id'] = requestId;
+  if (vllmApiKey) out.authorization = `Bearer ${vllmApiKey}`;
+  return out;
+}
+
+export function downstreamResponseHeaders(upstream: Record<string, string | string[] | undefined>, requestId: string): OutgoingHttpHeaders {
+  const listed = connectionTokens(upstream.connection);
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(upstream)) {
+    if (value === undefined || RESPONSE_DROP.has(name) || listed.has(name)) continue;
+    out[name] = value;
+  }
+  out['x-request-id'] = requestId;
+  return out;
+}

@@ -1,0 +1,42 @@
+// Building the Node server for the app and listening are separate steps (tests may do only the first).
+import { createAdaptorServer } from '@hono/node-server';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Hono } from 'hono';
+import type { Env } from './http/types.ts';
+
+export interface ServerLimits {
+  /** The whole request (headers and body) must arrive within this; a trickling client cannot hold a slot. */
+  requestTimeoutMs: number;
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxHeaderSize: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  requestTimeoutMs: 120_000,
+  headersTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 65_000,
+  maxHeaderSize: 32 * 1024,
+};
+
+export function createServer(app: Hono<Env>, limits: ServerLimits = DEFAULT_LIMITS): Server {
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    serverOptions: { maxHeaderSize: limits.maxHeaderSize, noDelay: true },
+  }) as Server;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  return server;
+}
+
+export function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
