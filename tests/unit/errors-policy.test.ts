@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { GatewayError, retryHeaders } from '../../src/errors.ts';
+import { RestartPolicy } from '../../src/engine/restart-policy.ts';
+import { normalizeErrorBody, sseErrorEvent, transportError } from '../../src/proxy/upstream-errors.ts';
+
+test('OpenAI envelope and retry headers capped at 60 s', () => {
+  const e = new GatewayError(503, 'engine_asleep', 'asleep', 'service_unavailable', { retryAfterMs: 600_000 });
+  assert.deepEqual(e.body(), { error: { message: 'asleep', type: 'service_unavailable', param: null, code: 'engine_asleep' } });
+  assert.deepEqual(e.headers(), { 'retry-after': '60', 'retry-after-ms': '60000', 'x-should-retry': 'true' });
+  assert.deepEqual(retryHeaders(1500), { 'retry-after': '2', 'retry-after-ms': '1500', 'x-should-retry': 'true' });
+  assert.equal(new GatewayError(401, 'x', 'y').headers()['www-authenticate'], 'Bearer realm="vllm-gateway"');
+});
+
+test('transport errors: refused → 503, timeouts → 504, broken → 502', () => {
+  assert.equal(transportError({ code: 'ECONNREFUSED' }).status, 503);
+  assert.ok(transportError({ code: 'ECONNREFUSED' }).retryAfterMs);
+  assert.equal(transportError({ code: 'UND_ERR_HEADERS_TIMEOUT' }).status, 504);
+  assert.equal(transportError({ code: 'UND_ERR_SOCKET' }).status, 502);
+  assert.equal(transportError(new Error('weird')).status, 502);
+});
+
+test('vLLM error bodies: OpenAI-shaped pass unchanged, others wrapped with the same meaning', () => {
+  const shaped = '{"error":{"message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}}';
+  assert.equal(normalizeErrorBody(404, shaped), shaped);
+  assert.equal(JSON.parse(normalizeErrorBody(404, '{"detail":"Not Found"}')).error.message, 'Not Found');
+  assert.equal(JSON.parse(normalizeErrorBody(401, '{"error":"Unauthorized"}')).error.message, 'Unauthorized');
+  const flat = JSON.parse(normalizeErrorBody(400, '{"object":"error","message":"bad","type":"BadRequestError","param":null,"code":400}'));
+  assert.deepEqual(flat.error, { message: 'bad', type: 'BadRequestError', param: null, code: 'bad_request' });
+  assert.match(JSON.parse(normalizeErrorBody(500, '')).error.message, /engine failed/);
+  assert.equal(JSON.parse(normalizeErrorBody(422, '{"detail":[{"loc":["body"]}]}')).error.message, '[{"loc":["body"]}]');
+  const ev = sseErrorEvent('broke', 'engine_stream_broken');
+  assert.ok(ev.endsWith('data: [DONE]\n\n'));
+  assert.equal(JSON.parse(ev.split('\n\n')[0]!.slice(6)).error.code, 'engine_stream_broken');
+});
+
+test('restart policy: 1 s, 2 s, 4 s, 8 s, then give up at 5 failures in 10 minutes', () => {
+  const p = new RestartPolicy();
+  const t = 1_000_000;
+  assert.equal(p.onFailure(t), 1000);
+  assert.equal(p.onFailure(t + 10_000), 2000);
+  assert.equal(p.onFailure(t + 20_000), 4000);
+  assert.equal(p.onFailure(t + 30_000), 8000);
+  assert.equal(p.onFailure(t + 40_000), null);
+});
+
+test('restart policy: failures spread out keep backing off up to 60 s; a long healthy run forgives them', () => {
+  const p = new RestartPolicy();
+  let t = 0;
+  const delays: (number | null)[] = [];
+  for (let i = 0; i < 8; i++) {
+    t += 4 * 60_000; // a failure every 4 minutes: never 5 within 10
+    delays.push(p.onFailure(t));
+  }
+  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000]);
+  p.onReady(t + 1000);
+  assert.equal(p.onFailure(t + 1000 + 11 * 60_000), 1000);
+});
