@@ -44,8 +44,9 @@ export async function shutdown(d: ShutdownDeps, reason: string, hurry: AbortSign
     const left = d.inflight.total;
     log.warn({ ms: Date.now() - t0, still_running: left }, hurry.aborted ? 'second signal: ending requests now' : 'drain deadline reached: ending the requests still running');
     d.forwarder.abortAll('the gateway is shutting down (DRAIN_TIMEOUT_SECONDS reached)');
-    // Let the SSE error events and 503s flush before sockets go.
-    await Promise.race([d.inflight.waitIdle(1000), untilAborted(hurry)]);
+    // Let the SSE error events and 503s flush before sockets go; even a hurried stop allows a moment,
+    // so no client is left with a silently truncated answer.
+    await d.inflight.waitIdle(hurry.aborted ? 300 : 1000);
   }
   d.inflight.off('change', reap);
   d.server.close();

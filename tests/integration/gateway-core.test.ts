@@ -254,7 +254,11 @@ describe('gateway: engine failure and restart', () => {
     assert.equal(data.at(-1), '[DONE]');
     const err = JSON.parse(data.at(-2)!);
     assert.equal(typeof err.error.message, 'string');
-    await gw.waitState('ready', 30_000);
+    // The broken stream can arrive before the gateway sees the exit: wait for the restart itself.
+    await waitFor('restarted and ready', async () => {
+      const b = await gw.backend();
+      return b.restarts === 1 && b.state === 'ready';
+    }, 30_000);
     const { isAlive } = await import('../helpers/procs.ts');
     assert.equal(isAlive(enginePid), false, 'the orphaned EngineCore was killed');
     const out = gw.proc.output();

@@ -1,0 +1,140 @@
+// Graceful shutdown with real signals: drain, cut-off at the deadline, no process of the vLLM tree left.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, describe, test } from 'node:test';
+import { startGateway, type Gateway } from '../helpers/gateway.ts';
+import { postJson, raw, sseData } from '../helpers/net.ts';
+import { waitFor } from '../helpers/poll.ts';
+import { groupMembers, killAllStarted } from '../helpers/procs.ts';
+
+const gateways: Gateway[] = [];
+after(() => {
+  for (const g of gateways) g.kill();
+  killAllStarted();
+});
+async function gateway(opts: Parameters<typeof startGateway>[0] = {}): Promise<Gateway> {
+  const g = await startGateway(opts);
+  gateways.push(g);
+  return g;
+}
+
+function stream(gw: Gateway, max: number): Promise<{ status: number; body: string }> {
+  return postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: max, ignore_eos: true, stream: true });
+}
+
+async function noVllmLeft(gw: Gateway, childPgid: number): Promise<void> {
+  await waitFor('no vLLM process left', () => groupMembers(childPgid).length === 0, 3000);
+}
+
+describe('gateway: graceful shutdown', () => {
+  test('SIGTERM with 50 streams in flight: all complete, new requests get 503 at once, exit 0, no vLLM process left', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_TOKEN_MS: '40' } });
+    const childPgid = (await gw.backend()).child_pid as number;
+    const streams = Array.from({ length: 50 }, () => stream(gw, 40));
+    await waitFor('50 streams in flight', async () => (await gw.simStats()).inflight === 50, 10_000);
+    const t0 = Date.now();
+    process.kill(gw.proc.pid, 'SIGTERM');
+    await waitFor('draining', async () => (await gw.health()).body.status === 'draining', 2000);
+    assert.equal((await gw.health()).status, 503);
+
+    const tLate = Date.now();
+    const late = await postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }] });
+    assert.ok(Date.now() - tLate < 1000, 'a request during drain is answered within a second');
+    assert.equal(late.status, 503);
+    assert.equal(JSON.parse(late.body).error.code, 'shutting_down');
+    assert.ok(late.headers['retry-after'] && late.headers['retry-after-ms']);
+    assert.equal(late.headers.connection, 'close');
+
+    for (const r of await Promise.all(streams)) {
+      assert.equal(r.status, 200);
+      const data = sseData(r.body);
+      assert.equal(data.at(-1), '[DONE]');
+      assert.doesNotMatch(r.body, /"error"/);
+      assert.equal(JSON.parse(data.at(-2)!).choices[0].finish_reason, 'length');
+    }
+    const { code } = await gw.proc.exited;
+    assert.equal(code, 0);
+    assert.ok(Date.now() - t0 < 15_000);
+    await noVllmLeft(gw, childPgid);
+    const out = gw.proc.output();
+    assert.match(out, /"msg":"drain complete"/);
+    assert.match(out, /"msg":"vLLM stopped"/);
+    assert.match(out, /"msg":"shutdown complete"/);
+  });
+
+  test('DRAIN_TIMEOUT_SECONDS=1 with 10 s streams: they end with an SSE error event, non-streaming ones with a 503; exit within drain + stop + 2 s', async () => {
+    const gw = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '1', ENGINE_STOP_TIMEOUT_SECONDS: '3', VLLM_SIM_TOKEN_MS: '100' } });
+    const childPgid = (await gw.backend()).child_pid as number;
+    const streams = Array.from({ length: 5 }, () => stream(gw, 100));
+    const plain = postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: 100, ignore_eos: true });
+    await waitFor('6 in flight', async () => (await gw.simStats()).inflight === 6, 10_000);
+    const t0 = Date.now();
+    process.kill(gw.proc.pid, 'SIGTERM');
+    for (const r of await Promise.all(streams)) {
+      const data = sseData(r.body);
+      assert.equal(data.at(-1), '[DONE]');
+      const err = JSON.parse(data.at(-2)!);
+      assert.equal(err.error.code, 'shutting_down');
+    }
+    const p = await plain;
+    assert.equal(p.status, 503);
+    assert.equal(JSON.parse(p.body).error.code, 'shutting_down');
+    assert.equal((await gw.proc.exited).code, 0);
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed < 1000 + 3000 + 2000, `exited after ${elapsed} ms`);
+    await noVllmLeft(gw, childPgid);
+    assert.match(gw.proc.output(), /drain deadline reached/);
+  });
+
+  test('SIGTERM while sleeping: vLLM is stopped without waking it', async () => {
+    const gw = await gateway();
+    const childPgid = (await gw.backend()).child_pid as number;
+    assert.equal((await raw(`${gw.url}/sleep`, { method: 'POST' })).status, 200);
+    process.kill(gw.proc.pid, 'SIGTERM');
+    assert.equal((await gw.proc.exited).code, 0);
+    await noVllmLeft(gw, childPgid);
+    assert.doesNotMatch(gw.proc.output(), /wake up the engine/);
+    assert.doesNotMatch(gw.proc.output(), /sleeping → waking/);
+  });
+
+  test('SIGTERM while vLLM is still loading: it is stopped at once, nothing left', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_LOAD_SECONDS: '60' }, waitReady: false });
+    await gw.proc.waitOutput(/vLLM started; waiting/);
+    const childPgid = (await gw.backend()).child_pid as number;
+    const t0 = Date.now();
+    process.kill(gw.proc.pid, 'SIGTERM');
+    assert.equal((await gw.proc.exited).code, 0);
+    assert.ok(Date.now() - t0 < 5000);
+    await noVllmLeft(gw, childPgid);
+  });
+
+  test('a second signal skips the remaining waits', async () => {
+    const gw = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '30', VLLM_SIM_TOKEN_MS: '100' } });
+    const childPgid = (await gw.backend()).child_pid as number;
+    const s = stream(gw, 300);
+    await waitFor('in flight', async () => (await gw.simStats()).inflight === 1);
+    process.kill(gw.proc.pid, 'SIGTERM');
+    await waitFor('draining', async () => (await gw.health()).body.status === 'draining', 2000);
+    const t0 = Date.now();
+    process.kill(gw.proc.pid, 'SIGINT');
+    await gw.proc.exited;
+    assert.ok(Date.now() - t0 < 4000, 'no 30 s wait');
+    const data = sseData((await s).body);
+    assert.equal(data.at(-1), '[DONE]');
+    await noVllmLeft(gw, childPgid);
+    assert.match(gw.proc.output(), /second signal/);
+  });
+
+  test('idle keep-alive connections are closed when the drain starts', async () => {
+    const gw = await gateway();
+    const sock = net.connect(gw.port, '127.0.0.1');
+    sock.resume();
+    const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+    await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    sock.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor('response on the keep-alive socket', () => sock.bytesRead > 0, 3000);
+    process.kill(gw.proc.pid, 'SIGTERM');
+    await closed;
+    assert.equal((await gw.proc.exited).code, 0);
+  });
+});
