@@ -133,6 +133,7 @@ const schema = z.object({
       return s;
     }),
   LOG_PRETTY: bool(false),
+  CLIENT_TIMEOUT_SECONDS: seconds(120, 3600),
 });
 
 export type Env = z.output<typeof schema>;
@@ -164,6 +165,8 @@ export interface Config {
   maxConcurrentRequests: number;
   logLevel: string;
   logPretty: boolean;
+  /** A client must send its whole request (headers and body) within this; a trickler cannot hold a slot. */
+  clientTimeoutMs: number;
 }
 
 /** Parses the environment; throws ConfigError with one line naming the variable. */
@@ -202,5 +205,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     maxConcurrentRequests: e.MAX_CONCURRENT_REQUESTS,
     logLevel: e.LOG_LEVEL,
     logPretty: e.LOG_PRETTY,
+    clientTimeoutMs: ms(e.CLIENT_TIMEOUT_SECONDS),
   } satisfies Config);
 }

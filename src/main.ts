@@ -10,7 +10,7 @@ import { EngineProcess } from './engine/process.ts';
 import { createLogger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { Forwarder } from './proxy/forward.ts';
-import { createServer, listen } from './server.ts';
+import { createServer, limitsFor, listen } from './server.ts';
 import { shutdown } from './shutdown.ts';
 
 const UPSTREAM_TIMEOUT_MS = 60 * 60_000;
@@ -60,7 +60,7 @@ async function main(): Promise<void> {
 
   const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS });
   const app = createApp({ config, log, lifecycle, inflight, forwarder, client, metrics });
-  const server = createServer(app);
+  const server = createServer(app, limitsFor(config.clientTimeoutMs));
   const idle = new IdleSleeper(lifecycle, inflight, config.idleSleepMs, config.sleepLevel, log.child({ component: 'idle' }));
 
   let stopping: Promise<number> | undefined;

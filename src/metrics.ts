@@ -32,6 +32,7 @@ export function createMetrics(src: MetricsSources) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
+    relayedBytes: new Counter({ name: 'gateway_relayed_bytes_total', help: 'Bytes written to clients for relayed /v1 responses, by route.', labelNames: ['route'], registers }),
     upstreamErrors: new Counter({ name: 'gateway_upstream_errors_total', help: 'Failures talking to vLLM, by kind.', labelNames: ['kind'], registers }),
     sleeps: new Counter({ name: 'gateway_engine_sleeps_total', help: 'Sleep transitions, by level and outcome.', labelNames: ['level', 'outcome'], registers }),
     wakes: new Counter({ name: 'gateway_engine_wakes_total', help: 'Wake transitions, by level and outcome.', labelNames: ['level', 'outcome'], registers }),

@@ -20,10 +20,23 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxHeaderSize: 32 * 1024,
 };
 
+export function limitsFor(clientTimeoutMs: number): ServerLimits {
+  return {
+    ...DEFAULT_LIMITS,
+    requestTimeoutMs: clientTimeoutMs,
+    headersTimeoutMs: Math.min(DEFAULT_LIMITS.headersTimeoutMs, clientTimeoutMs),
+  };
+}
+
 export function createServer(app: Hono<Env>, limits: ServerLimits = DEFAULT_LIMITS): Server {
   const server = createAdaptorServer({
     fetch: app.fetch,
-    serverOptions: { maxHeaderSize: limits.maxHeaderSize, noDelay: true },
+    // requestTimeout is only enforced when Node checks its connections (30 s by default): check often enough.
+    serverOptions: {
+      maxHeaderSize: limits.maxHeaderSize,
+      noDelay: true,
+      connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(limits.requestTimeoutMs / 4))),
+    },
   }) as Server;
   server.requestTimeout = limits.requestTimeoutMs;
   server.headersTimeout = limits.headersTimeoutMs;

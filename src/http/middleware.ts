@@ -11,6 +11,9 @@ export function requestContext(d: AppDeps): MiddlewareHandler<Env> {
   return async function requestContext(c, next) {
     const t0 = performance.now();
     const out = c.env.outgoing;
+    // Bytes are read off the socket counter at the end: no per-chunk work on the relay.
+    const sock = out.socket;
+    const sent0 = sock?.bytesWritten ?? 0;
     const id = requestIdOf(c.env.incoming.headers['x-request-id']);
     c.set('requestId', id);
     out.setHeader('x-request-id', id);
@@ -25,6 +28,8 @@ export function requestContext(d: AppDeps): MiddlewareHandler<Env> {
       d.metrics.requestDuration.observe({ route }, ms / 1000);
       if (relay?.ttfbMs != null) d.metrics.ttfb.observe({ route }, relay.ttfbMs / 1000);
       if (relay?.error && relay.error !== 'client_gone') d.metrics.upstreamErrors.inc({ kind: relay.error });
+      const bytes = sock ? sock.bytesWritten - sent0 : undefined;
+      if (relay && bytes) d.metrics.relayedBytes.inc({ route }, bytes);
       d.log.info(
         {
           request_id: id,
@@ -35,7 +40,7 @@ export function requestContext(d: AppDeps): MiddlewareHandler<Env> {
           ttfb_ms: relay?.ttfbMs == null ? undefined : Math.round(relay.ttfbMs * 10) / 10,
           streamed: relay?.streamed,
           model: c.get('model'),
-          bytes: out.getHeader('content-length') ?? undefined,
+          bytes,
           client_gone: clientGone || undefined,
           upstream_error: relay?.error,
         },

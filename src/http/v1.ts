@@ -3,9 +3,21 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Handler } from 'hono';
 import { rawQueryOf } from '../paths.ts';
 import { readBody } from '../proxy/body.ts';
+import { newRelayResult } from '../proxy/forward.ts';
 import { admit, begin } from './admission.ts';
 import { writeError } from './respond.ts';
 import type { AppDeps, Env } from './types.ts';
+
+/** The requested model, for the access log only: small JSON bodies are parsed, others are not worth it. */
+function modelOf(body: Buffer): string | undefined {
+  if (body.length > 65_536) return undefined;
+  try {
+    const m = (JSON.parse(body.toString('utf8')) as { model?: unknown }).model;
+    return typeof m === 'string' ? m.slice(0, 200) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export function relayV1(d: AppDeps): Handler<Env> {
   return async function relayV1(c) {
@@ -14,12 +26,12 @@ export function relayV1(d: AppDeps): Handler<Env> {
     const method = c.req.method;
     const ticket = begin(d, out, method === 'POST');
     const body = method === 'GET' || method === 'HEAD' ? null : await readBody(incoming, d.config.maxBodyBytes);
+    if (body) c.set('model', modelOf(body));
     await admit(d, out, method === 'GET' || method === 'HEAD');
     ticket.forwarded();
-    const result = await d.forwarder.forward(incoming, out, method, c.req.path + rawQueryOf(incoming.url ?? ''), body, c.get('requestId'), (e) =>
-      writeError(out, e),
-    );
-    c.set('relay', result);
+    const relay = newRelayResult();
+    c.set('relay', relay);
+    await d.forwarder.forward(incoming, out, method, c.req.path + rawQueryOf(incoming.url ?? ''), body, c.get('requestId'), (e) => writeError(out, e), relay);
     return RESPONSE_ALREADY_SENT;
   };
 }

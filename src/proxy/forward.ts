@@ -17,6 +17,7 @@ export class RelayAbort extends Error {
   }
 }
 
+/** Filled in as the relay goes, so that whoever logs the request sees it even before the relay returns. */
 export interface RelayResult {
   status: number;
   ttfbMs: number | null;
@@ -24,6 +25,8 @@ export interface RelayResult {
   /** How the relay ended when it did not end normally. */
   error?: UpstreamErrorKind | 'client_gone' | 'shutdown';
 }
+
+export const newRelayResult = (): RelayResult => ({ status: 0, ttfbMs: null, streamed: false });
 
 export interface ForwarderOptions {
   baseUrl: string;
@@ -70,8 +73,14 @@ export class Forwarder {
     body: Buffer | null,
     requestId: string,
     onError: (e: GatewayError) => void,
+    result: RelayResult = newRelayResult(),
   ): Promise<RelayResult> {
     const t0 = performance.now();
+    const end = (status: number, error?: RelayResult['error']): RelayResult => {
+      result.status = status;
+      if (error) result.error = error;
+      return result;
+    };
     const ac = new AbortController();
     const onClose = () => {
       if (!outgoing.writableFinished) ac.abort(new RelayAbort('client_gone', 'the client went away'));
@@ -97,14 +106,15 @@ export class Forwarder {
       const reason = ac.signal.reason;
       if (reason instanceof RelayAbort) {
         if (reason.why === 'shutdown') onError(shutdownError());
-        return { status: reason.why === 'shutdown' ? 503 : 499, ttfbMs: null, streamed: false, error: reason.why };
+        return end(reason.why === 'shutdown' ? 503 : 499, reason.why);
       }
       const mapped = transportError(e);
       onError(mapped);
-      return { status: mapped.status, ttfbMs: null, streamed: false, error: transportErrorKind(e) };
+      return end(mapped.status, transportErrorKind(e));
     }
 
     const status = res.statusCode;
+    result.status = status;
     const headers = downstreamResponseHeaders(res.headers, requestId);
     if (status >= 400) {
       // Error bodies are small: read them whole so non-OpenAI shapes can be wrapped (contract "Errors").
@@ -115,35 +125,36 @@ export class Forwarder {
         /* a broken error body is still an error */
       }
       done();
-      if (ac.signal.aborted) return { status, ttfbMs: null, streamed: false, error: (ac.signal.reason as RelayAbort).why };
+      if (ac.signal.aborted) return end(status, (ac.signal.reason as RelayAbort).why);
+      result.ttfbMs = performance.now() - t0;
       const out = normalizeErrorBody(status, text);
       headers['content-type'] = 'application/json';
       headers['content-length'] = Buffer.byteLength(out);
       outgoing.writeHead(status, headers);
       outgoing.end(out);
-      return { status, ttfbMs: performance.now() - t0, streamed: false };
+      return result;
     }
 
     const streamed = String(res.headers['content-type'] ?? '').startsWith('text/event-stream');
+    result.streamed = streamed;
     outgoing.writeHead(status, headers);
     const upstream = res.body;
-    let ttfbMs: number | null = null;
     upstream.once('data', () => {
-      ttfbMs = performance.now() - t0;
+      result.ttfbMs = performance.now() - t0;
     });
     return new Promise<RelayResult>((resolve) => {
       upstream.pipe(outgoing, { end: false });
       upstream.once('end', () => {
         done();
         outgoing.end();
-        resolve({ status, ttfbMs, streamed });
+        resolve(result);
       });
       upstream.once('error', (e: Error) => {
         upstream.unpipe(outgoing);
         done();
         const reason = ac.signal.reason;
         if (reason instanceof RelayAbort && reason.why === 'client_gone') {
-          resolve({ status, ttfbMs, streamed, error: 'client_gone' });
+          resolve(end(status, 'client_gone'));
           return;
         }
         const shutdown = reason instanceof RelayAbort && reason.why === 'shutdown';
@@ -154,7 +165,7 @@ export class Forwarder {
           // A JSON body cut short cannot be mended: close the connection so the client sees an error.
           outgoing.destroy(e);
         }
-        resolve({ status, ttfbMs, streamed, error: shutdown ? 'shutdown' : transportErrorKind(e) });
+        resolve(end(status, shutdown ? 'shutdown' : transportErrorKind(e)));
       });
     });
   }

@@ -58,3 +58,34 @@ export function sseData(body: string): string[] {
     .filter((e) => e.startsWith('data: '))
     .map((e) => e.slice(6));
 }
+
+/**
+ * Sends bytes exactly as given on a fresh socket (no URL normalisation, unlike http.request) and
+ * resolves with the status code of the answer, or 0 when the server closed without one.
+ */
+export function rawExchange(port: number, request: string | Buffer, opts: { timeoutMs?: number; endAfterWrite?: boolean } = {}): Promise<{ status: number; text: string }> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let text = '';
+    const finish = () => {
+      clearTimeout(timer);
+      sock.destroy();
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+      resolve({ status: m ? Number(m[1]) : 0, text });
+    };
+    const timer = setTimeout(finish, opts.timeoutMs ?? 10_000);
+    sock.on('data', (c) => {
+      text += c.toString('latin1');
+      // One response is enough: stop at the end of its headers plus a declared body.
+      const head = text.indexOf('\r\n\r\n');
+      if (head >= 0) {
+        const len = /\r\ncontent-length: (\d+)/i.exec(text.slice(0, head));
+        if (len && text.length >= head + 4 + Number(len[1])) finish();
+      }
+    });
+    sock.on('error', finish);
+    sock.on('close', finish);
+    sock.write(request);
+    if (opts.endAfterWrite) sock.end();
+  });
+}
