@@ -97,6 +97,10 @@ describe('gateway: the OpenAI API through the gateway', () => {
       .withResponse();
     assert.equal(res.response.headers.get('x-request-id'), 'my-trace-42');
     assert.equal(res.data.id, 'chatcmpl-my-trace-42'); // vLLM used the same id
+    const gen = await client.chat.completions.create({ model: 'sim/test-model', messages: [{ role: 'user', content: 'x' }], max_tokens: 1 }).withResponse();
+    const generated = gen.response.headers.get('x-request-id');
+    assert.match(String(generated), /^[0-9a-f]{32}$/);
+    assert.equal(gen.data.id, `chatcmpl-${generated}`, 'the generated id is the one vLLM got');
     const r = await raw(`${gw.url}/health`);
     assert.match(String(r.headers['x-request-id']), /^[0-9a-f]{32}$/);
     const bad = await raw(`${gw.url}/v1/models`, { headers: { 'x-request-id': 'x'.repeat(500) } });
