@@ -20,7 +20,7 @@ trap 'rm -rf "$out"' EXIT
 
 cp "$root/hf-space/Dockerfile" "$out/Dockerfile"
 cp "$root/hf-space/README.md" "$out/README.md"
-cp "$root/package.json" "$root/package-lock.json" "$root/tsconfig.json" "$out/"
+cp "$root/package.json" "$root/package-lock.json" "$root/tsconfig.json" "$root/tsconfig.build.json" "$out/"
 cp -R "$root/src" "$root/bin" "$out/"
 
 if [ "$dry_run" -eq 1 ]; then

@@ -51,6 +51,7 @@ test('Dockerfile: pinned bases, reset vLLM entrypoint, tini exec form, user 1000
   assert.match(entry[0]!, /tini$/);
   const cmd = JSON.parse(finalStage.find((i) => i.op === 'CMD')!.args) as string[];
   assert.equal(cmd[0], 'node', 'exec form: the gateway is tini\'s child, not a shell\'s');
+  assert.equal(cmd[1], 'dist/main.js', 'the compiled build runs in production');
   assert.equal(finalStage.filter((i) => i.op === 'USER').at(-1)!.args, '1000');
   assert.ok(finalStage.some((i) => i.op === 'EXPOSE' && i.args === '7860'));
   assert.ok(ins.some((i) => i.op === 'RUN' && /npm ci --omit=dev/.test(i.args)));
@@ -58,6 +59,7 @@ test('Dockerfile: pinned bases, reset vLLM entrypoint, tini exec form, user 1000
   for (const v of ['HOME=', 'HF_HOME=', 'VLLM_CACHE_ROOT=', 'XDG_CACHE_HOME=', 'TRITON_CACHE_DIR=']) assert.ok(env.includes(v), v);
   for (const secret of ['API_KEYS', 'ADMIN_TOKEN', 'HF_TOKEN']) assert.ok(!new RegExp(`\\b${secret}=`).test(env), `${secret} not baked in`);
   for (const src of ins.filter((i) => i.op === 'COPY' && !i.args.startsWith('--from')).map((i) => i.args.split(/\s+/).slice(0, -1)).flat()) {
+    if (src.startsWith('--')) continue;
     assert.ok(fs.existsSync(path.join(ROOT, src)), `COPY ${src} exists in the build context`);
   }
 });
@@ -117,7 +119,9 @@ test('kubernetes: GPU limit, probes on the right paths, grace ≥ preStop + drai
 
 test('push.sh --dry-run lays out the Space: Dockerfile and README at the root, the gateway beside them', () => {
   const out = execFileSync('bash', [path.join(ROOT, 'hf-space/push.sh'), '--dry-run', 'owner/space'], { encoding: 'utf8' });
-  for (const f of ['./Dockerfile', './README.md', './package.json', './package-lock.json', './src/main.ts', './bin/vllm-gateway.js']) assert.ok(out.includes(f), f);
+  for (const f of ['./Dockerfile', './README.md', './package.json', './package-lock.json', './tsconfig.build.json', './src/main.ts', './bin/vllm-gateway.js']) {
+    assert.ok(out.includes(f), f);
+  }
   const bad = spawnSync('bash', [path.join(ROOT, 'hf-space/push.sh'), 'not a space'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
 });

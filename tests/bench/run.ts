@@ -1,0 +1,360 @@
+// `npm run bench`: the gateway (compiled, attach mode) against nginx and a direct connection, side by side,
+// interleaved, on loopback, each figure the median of several rounds with min–max. Prints a table of
+// figures and ratios, and writes the results as JSON (bench-results/) for comparing runs.
+//
+//   npm run bench [-- --rounds 3] [-- --quick]
+import { execSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+const flag = (name: string) => args.includes(name);
+const opt = (name: string, dflt: number) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const QUICK = flag('--quick');
+const ROUNDS = opt('--rounds', QUICK ? 1 : 3);
+const SIZES = QUICK
+  ? { paced: 200, pacedTokens: 5, fast: 64, fastTokens: 100, idle: 50, plain: { 1: 300, 32: 1000, 256: 1000 } }
+  : { paced: 1000, pacedTokens: 10, fast: 256, fastTokens: 200, idle: 200, plain: { 1: 1000, 32: 4000, 256: 4000 } };
+const CLK_TCK = Number(execSync('getconf CLK_TCK').toString().trim()) || 100;
+const DEADLINE = Date.now() + 15 * 60_000; // the whole run is bounded
+
+// ---- processes --------------------------------------------------------------------------------
+
+const children: ChildProcess[] = [];
+function cleanup(): void {
+  for (const c of children) {
+    try {
+      process.kill(c.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}
+process.on('exit', cleanup);
+for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => process.exit(130));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const req = http.get(url, { agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`${url} not up`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function run(cmd: string, argv: string[], env: Record<string, string> = {}): ChildProcess {
+  const c = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(c);
+  c.stdout!.resume();
+  let err = '';
+  c.stderr!.on('data', (d) => (err = (err + d).slice(-2000)));
+  c.once('exit', (code) => {
+    if (code && code !== 0 && !exiting) console.error(`${cmd} exited ${code}: ${err}`);
+  });
+  return c;
+}
+let exiting = false;
+
+function ensureNginx(): string | undefined {
+  const found = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx'].find((p) => fs.existsSync(p));
+  if (found) return found;
+  if (process.getuid?.() === 0 && fs.existsSync('/usr/bin/apt-get')) {
+    console.log('installing nginx (Debian package nginx-light) for the reference figures…');
+    const r = spawnSync('bash', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light'], { stdio: 'ignore' });
+    if (r.status === 0 && fs.existsSync('/usr/sbin/nginx')) return '/usr/sbin/nginx';
+  }
+  console.log('nginx not available: figures against nginx are left out');
+  return undefined;
+}
+
+async function startNginx(bin: string, upstreamPort: number): Promise<{ proc: ChildProcess; port: number }> {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-nginx-'));
+  // One process (master_process off) so its CPU is the whole proxy's CPU; buffering off, keep-alive upstream.
+  const conf = `
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log /dev/null;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream vllm { server 127.0.0.1:${upstreamPort}; keepalive 512; }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    keepalive_requests 100000;
+    location / {
+      proxy_pass http://vllm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 3600s;
+    }
+  }
+}`;
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), conf);
+  const proc = run(bin, ['-p', dir, '-c', path.join(dir, 'nginx.conf')]);
+  await waitHttp(`http://127.0.0.1:${port}/health`);
+  return { proc, port };
+}
+
+function cpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0) / 1024;
+}
+
+// ---- load -------------------------------------------------------------------------------------
+
+interface Target {
+  name: 'direct' | 'gateway' | 'nginx';
+  port: number;
+  pid?: number; // the proxy process whose CPU and memory are measured
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, keepAliveMsecs: 1000 });
+
+interface StreamResult {
+  ttfbMs: number;
+  events: number;
+}
+
+function oneStream(port: number, tokens: number, gapMs: number, onFirst?: () => void): Promise<StreamResult> {
+  const body = JSON.stringify({ model: 'bench', messages: [{ role: 'user', content: 'hi' }], max_tokens: tokens, stream: true });
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const req = http.request(
+      { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-bench-chunk-ms': String(gapMs) } },
+      (res) => {
+        let ttfb = -1;
+        let events = 0;
+        let tail = '';
+        res.setEncoding('latin1');
+        res.on('data', (c: string) => {
+          if (ttfb < 0) {
+            ttfb = performance.now() - t0;
+            onFirst?.();
+          }
+          const s = tail + c;
+          let i = -1;
+          while ((i = s.indexOf('\n\n', i + 1)) >= 0) events++;
+          tail = s.slice(-1);
+        });
+        res.on('end', () => resolve({ ttfbMs: ttfb, events }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function onePlain(port: number): Promise<void> {
+  const body = '{"model":"bench","messages":[{"role":"user","content":"hi"}],"max_tokens":1}';
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
+      (res) => {
+        res.resume();
+        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : NaN;
+};
+
+type Figures = Record<string, number>;
+
+/** n streams at once, `gap` ms between chunks: proxy CPU per 10k chunks, TTFB under load, RSS with all open. */
+async function paced(t: Target, n: number, tokens: number, gap: number): Promise<Figures> {
+  const cpu0 = t.pid ? cpuMs(t.pid) : 0;
+  let opened = 0;
+  let rss = 0;
+  const allOpen = new Promise<void>((resolve) => {
+    const check = () => {
+      if (++opened === n) resolve();
+    };
+    void Promise.all(Array.from({ length: n }, () => oneStream(t.port, tokens, gap, check))).then(done);
+    function done(rs: StreamResult[]) {
+      results = rs;
+    }
+  });
+  let results: StreamResult[] | undefined;
+  await allOpen;
+  if (t.pid) rss = rssMb(t.pid);
+  while (!results) await new Promise((r) => setTimeout(r, 10));
+  const cpu = t.pid ? cpuMs(t.pid) - cpu0 : 0;
+  const events = results.reduce((a, r) => a + r.events, 0);
+  const expected = n * (tokens + 3);
+  return { cpu_ms_per_10k_chunks: (cpu / events) * 10_000, ttfb_under_load_ms: median(results.map((r) => r.ttfbMs)), rss_mb_all_open: rss, chunks_delivered: events, chunks_expected: expected };
+}
+
+async function fast(t: Target, n: number, tokens: number): Promise<Figures> {
+  const cpu0 = t.pid ? cpuMs(t.pid) : 0;
+  const w0 = performance.now();
+  const rs = await Promise.all(Array.from({ length: n }, () => oneStream(t.port, tokens, 0)));
+  const wall = performance.now() - w0;
+  const cpu = t.pid ? cpuMs(t.pid) - cpu0 : 0;
+  const events = rs.reduce((a, r) => a + r.events, 0);
+  return { cpu_ms_per_10k_chunks: (cpu / events) * 10_000, chunks_per_s: events / (wall / 1000), chunks_delivered: events, chunks_expected: n * (tokens + 3) };
+}
+
+async function idleTtfb(t: Target, count: number): Promise<Figures> {
+  const ttfbs: number[] = [];
+  for (let i = 0; i < count; i++) ttfbs.push((await oneStream(t.port, 1, 0)).ttfbMs);
+  return { ttfb_idle_ms: median(ttfbs) };
+}
+
+async function plain(t: Target, concurrency: number, total: number): Promise<Figures> {
+  const cpu0 = t.pid ? cpuMs(t.pid) : 0;
+  const w0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next++ < total) await onePlain(t.port);
+    }),
+  );
+  const wall = performance.now() - w0;
+  const cpu = t.pid ? cpuMs(t.pid) - cpu0 : 0;
+  return { [`cpu_us_per_request_c${concurrency}`]: (cpu * 1000) / total, [`requests_per_s_c${concurrency}`]: total / (wall / 1000) };
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  if (!fs.existsSync(path.join(ROOT, 'dist/main.js'))) throw new Error('run `npm run build` first (npm run bench does)');
+  const upPort = await freePort();
+  const up = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench/upstream.ts'), String(upPort)]);
+  await waitHttp(`http://127.0.0.1:${upPort}/health`);
+
+  const gwPort = await freePort();
+  const gw = run(process.execPath, [path.join(ROOT, 'dist/main.js')], {
+    PORT: String(gwPort),
+    HOST: '127.0.0.1',
+    VLLM_URL: `http://127.0.0.1:${upPort}`,
+    LOG_LEVEL: 'info',
+    WARMUP_ON_WAKE: 'false',
+  });
+  await waitHttp(`http://127.0.0.1:${gwPort}/health`);
+
+  const targets: Target[] = [
+    { name: 'direct', port: upPort },
+    { name: 'gateway', port: gwPort, pid: gw.pid! },
+  ];
+  const nginxBin = ensureNginx();
+  if (nginxBin) {
+    const ng = await startNginx(nginxBin, upPort);
+    targets.push({ name: 'nginx', port: ng.port, pid: ng.proc.pid! });
+  }
+  void up;
+
+  const scenarios: [string, (t: Target) => Promise<Figures>][] = [
+    [`paced: ${SIZES.paced} streams × ${SIZES.pacedTokens} chunks at 100 ms`, (t) => paced(t, SIZES.paced, SIZES.pacedTokens, 100)],
+    [`fast: ${SIZES.fast} streams × ${SIZES.fastTokens} chunks, full speed`, (t) => fast(t, SIZES.fast, SIZES.fastTokens)],
+    [`idle: ${SIZES.idle} sequential streams`, (t) => idleTtfb(t, SIZES.idle)],
+    ...([1, 32, 256] as const).map((c) => [`plain: non-streaming at concurrency ${c}`, (t: Target) => plain(t, c, SIZES.plain[c])] as [string, (t: Target) => Promise<Figures>]),
+  ];
+
+  // Warm every path once (JIT, connection pools) before measuring.
+  for (const t of targets) {
+    await fast(t, 16, 20);
+    await plain(t, 8, 200);
+  }
+
+  const samples: Record<string, Record<string, Record<string, number[]>>> = {};
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [name, fn] of scenarios) {
+      for (const t of round % 2 ? targets : [...targets].reverse()) {
+        if (Date.now() > DEADLINE) throw new Error('benchmark exceeded its 15 minute bound');
+        const figs = await fn(t);
+        for (const [k, v] of Object.entries(figs)) ((samples[name] ??= {})[k] ??= {})[t.name] = [...(samples[name]![k]![t.name] ?? []), v];
+      }
+    }
+    console.log(`round ${round}/${ROUNDS} done`);
+  }
+
+  const stats = (xs: number[] | undefined) => (xs?.length ? { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) } : undefined);
+  const fmt = (s: ReturnType<typeof stats>) => (s ? `${s.median.toFixed(s.median < 10 ? 2 : 0)} [${s.min.toFixed(s.min < 10 ? 2 : 0)}–${s.max.toFixed(s.max < 10 ? 2 : 0)}]` : '–');
+  const rows: Record<string, unknown>[] = [];
+  console.log(`\nvllm-gateway benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'cpu'}), Node ${process.version}, ${ROUNDS} round(s), median [min–max]\n`);
+  for (const [scenario, metrics] of Object.entries(samples)) {
+    console.log(scenario);
+    for (const [metric, byTarget] of Object.entries(metrics)) {
+      const d = stats(byTarget.direct);
+      const g = stats(byTarget.gateway);
+      const n = stats(byTarget.nginx);
+      const isCpuOrRss = metric.startsWith('cpu') || metric.startsWith('rss');
+      let ratio = '';
+      if (g && n && n.median > 0) ratio += `  gateway/nginx ${(g.median / n.median).toFixed(2)}×`;
+      if (metric.startsWith('ttfb') && d && g) {
+        const addG = g.median - d.median;
+        ratio += `  added: gateway ${addG.toFixed(2)} ms`;
+        if (n) {
+          const addN = n.median - d.median;
+          ratio += `, nginx ${addN.toFixed(2)} ms (${addN > 0 ? (addG / addN).toFixed(2) : '∞'}×)`;
+        }
+      } else if (!isCpuOrRss && d && g && d.median > 0) ratio += `  gateway/direct ${(g.median / d.median).toFixed(2)}×`;
+      const cells = (isCpuOrRss ? ['gateway', 'nginx'] : ['direct', 'gateway', 'nginx']).map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
+      console.log(`  ${metric.padEnd(26)} ${cells.join('  ')}${ratio}`);
+      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n });
+    }
+  }
+  const outDir = path.join(ROOT, 'bench-results');
+  fs.mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, rounds: ROUNDS, quick: QUICK, rows }, null, 2));
+  console.log(`\nresults written to ${path.relative(ROOT, file)}`);
+}
+
+main()
+  .then(() => {
+    exiting = true;
+    process.exit(0);
+  })
+  .catch((e) => {
+    exiting = true;
+    console.error(e);
+    process.exit(1);
+  });
