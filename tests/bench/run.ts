@@ -143,7 +143,7 @@ function rssMb(pid: number): number {
 // ---- load -------------------------------------------------------------------------------------
 
 interface Target {
-  name: 'direct' | 'gateway' | 'nginx';
+  name: 'direct' | 'gateway' | 'nginx' | 'node-min';
   port: number;
   pid?: number; // the proxy process whose CPU and memory are measured
 }
@@ -289,6 +289,11 @@ async function main(): Promise<void> {
     targets.push({ name: 'nginx', port: ng.port, pid: ng.proc.pid! });
   }
   void up;
+  // The thinnest possible Node relay, as a floor for what any Node gateway can cost.
+  const minPort = await freePort();
+  const min = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench/min-proxy.ts'), String(minPort), `http://127.0.0.1:${upPort}`]);
+  await waitHttp(`http://127.0.0.1:${minPort}/health`);
+  targets.push({ name: 'node-min', port: minPort, pid: min.pid! });
 
   const scenarios: [string, (t: Target) => Promise<Figures>][] = [
     [`paced: ${SIZES.paced} streams × ${SIZES.pacedTokens} chunks at 100 ms`, (t) => paced(t, SIZES.paced, SIZES.pacedTokens, 100)],
@@ -336,9 +341,11 @@ async function main(): Promise<void> {
           ratio += `, nginx ${addN.toFixed(2)} ms (${addN > 0 ? (addG / addN).toFixed(2) : '∞'}×)`;
         }
       } else if (!isCpuOrRss && d && g && d.median > 0) ratio += `  gateway/direct ${(g.median / d.median).toFixed(2)}×`;
-      const cells = (isCpuOrRss ? ['gateway', 'nginx'] : ['direct', 'gateway', 'nginx']).map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
+      const cells = (isCpuOrRss ? ['gateway', 'nginx', 'node-min'] : ['direct', 'gateway', 'nginx', 'node-min'])
+        .filter((k) => byTarget[k])
+        .map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
       console.log(`  ${metric.padEnd(26)} ${cells.join('  ')}${ratio}`);
-      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n });
+      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']) });
     }
   }
   const outDir = path.join(ROOT, 'bench-results');
