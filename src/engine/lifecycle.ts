@@ -397,13 +397,7 @@ export class EngineLifecycle extends EventEmitter {
       await this.d.client.sleep(level, mode, SLEEP_CALL_MS);
       if (!(await this.d.client.isSleeping())) throw new Error('vLLM still reports is_sleeping=false after /sleep');
     } catch (e) {
-      const unsupported = e instanceof EngineHttpError && e.status === 404;
-      await this.recover('falling_asleep', 'sleep', e);
-      this.emit('sleep', { level, outcome: unsupported ? 'unsupported' : 'error', durationMs: Date.now() - t0 } satisfies OpEvent);
-      if (unsupported) {
-        throw new LifecycleError('unsupported', 'vLLM has no sleep endpoints (POST /sleep answered 404): start it with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1');
-      }
-      throw new LifecycleError('upstream', `vLLM failed to sleep: ${(e as Error).message}`);
+      return this.opFailed('sleep', 'falling_asleep', level, t0, e);
     }
     const durationMs = Date.now() - t0;
     this.lastSleepMs = durationMs;
@@ -440,11 +434,7 @@ export class EngineLifecycle extends EventEmitter {
       if (await c.isSleeping()) throw new Error('vLLM still reports is_sleeping=true after wake_up');
       if (this.d.opts.warmupOnWake) await this.warmup();
     } catch (e) {
-      const unsupported = e instanceof EngineHttpError && e.status === 404;
-      await this.recover('waking', 'wake', e);
-      this.emit('wake', { level, outcome: unsupported ? 'unsupported' : 'error', durationMs: Date.now() - t0 } satisfies OpEvent);
-      if (unsupported) throw new LifecycleError('unsupported', 'vLLM has no sleep endpoints (POST /wake_up answered 404): start it with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1');
-      throw new LifecycleError('upstream', `vLLM failed to wake: ${(e as Error).message}`);
+      return this.opFailed('wake', 'waking', level, t0, e);
     }
     const durationMs = Date.now() - t0;
     this.lastWakeMs = durationMs;
@@ -468,6 +458,18 @@ export class EngineLifecycle extends EventEmitter {
       if ((await this.d.client.health().catch(() => 0)) !== 200) throw e;
       this.log.warn({ err: (e as Error).message }, 'warm-up completion failed; opening anyway');
     }
+  }
+
+  /** A sleep or wake that vLLM refused: recover, count it, and say why in terms the caller can act on. */
+  private async opFailed(op: 'sleep' | 'wake', during: EngineState, level: 1 | 2, t0: number, e: unknown): Promise<never> {
+    const unsupported = e instanceof EngineHttpError && e.status === 404;
+    await this.recover(during, op, e);
+    this.emit(op, { level, outcome: unsupported ? 'unsupported' : 'error', durationMs: Date.now() - t0 } satisfies OpEvent);
+    if (unsupported) {
+      const route = op === 'sleep' ? 'POST /sleep' : 'POST /wake_up';
+      throw new LifecycleError('unsupported', `vLLM has no sleep endpoints (${route} answered 404): start it with --enable-sleep-mode and VLLM_SERVER_DEV_MODE=1`);
+    }
+    throw new LifecycleError('upstream', `vLLM failed to ${op}: ${(e as Error).message}`);
   }
 
   /** After a failed sleep or wake: back to what vLLM reports, or failed when it is unhealthy. */

@@ -30,6 +30,8 @@ export interface SimOptions {
   gpuLockFile: string | undefined;
   orphanTtlSeconds: number;
   legacyErrors: boolean;
+  /** [UNMERGED] PR #51488: a request while paused or asleep is rejected instead of parked. */
+  rejectWhileAsleep: boolean;
 }
 
 export class UsageError extends Error {}
@@ -60,6 +62,7 @@ const knobs = z.object({
   VLLM_SIM_GPU_LOCK_FILE: z.string().optional(),
   VLLM_SIM_ORPHAN_TTL_SECONDS: num(1).default(600),
   VLLM_SIM_LEGACY_ERRORS: z.enum(['0', '1']).default('0'),
+  VLLM_SIM_REJECT_WHILE_ASLEEP: z.enum(['0', '1']).default('0'),
   VLLM_HTTP_TIMEOUT_KEEP_ALIVE: num(0).default(5),
   VLLM_KEEP_ALIVE_ON_ENGINE_DEATH: z.enum(['0', '1']).default('0'),
   VLLM_SERVER_DEV_MODE: z.enum(['0', '1']).default('0'),
@@ -138,6 +141,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): SimOptions
     gpuLockFile: e.VLLM_SIM_GPU_LOCK_FILE || undefined,
     orphanTtlSeconds: e.VLLM_SIM_ORPHAN_TTL_SECONDS,
     legacyErrors: e.VLLM_SIM_LEGACY_ERRORS === '1',
+    rejectWhileAsleep: e.VLLM_SIM_REJECT_WHILE_ASLEEP === '1',
   };
 }
 

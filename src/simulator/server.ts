@@ -98,6 +98,10 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
     const model = checkModel(body.model);
     if ((body.n ?? 1) > 1) throw new HttpError(400, 'n > 1 is not supported by the vLLM simulator', 'BadRequestError');
     if (engine.dead) return empty(res, 500);
+    if (opts.rejectWhileAsleep && engine.isSleeping()) {
+      engine.stats.requests_while_asleep++;
+      throw new HttpError(503, 'The engine is paused or asleep (EnginePausedError).', 'ServiceUnavailableError');
+    }
     let promptText: string;
     let promptTokens: number;
     if (chat) {

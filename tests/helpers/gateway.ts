@@ -2,10 +2,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 import OpenAI from 'openai';
 import { freePort, raw } from './net.ts';
 import { waitFor } from './poll.ts';
-import { killQuietly, startProcess, type Proc } from './procs.ts';
+import { killAllStarted, killQuietly, startProcess, type Proc } from './procs.ts';
 import { FAST_SIM_ENV, ROOT, SIM_BIN } from './sim.ts';
 
 export const GATEWAY_MAIN = path.join(ROOT, 'src/main.ts');
@@ -118,4 +119,31 @@ export async function startGateway(
   remember();
   if (opts.waitReady !== false) await gw.waitState('ready');
   return gw;
+}
+
+/** A test file's gateway factory: every gateway it started (and its vLLM groups) is killed after the file. */
+export function gatewayFactory(): (opts?: Parameters<typeof startGateway>[0]) => Promise<Gateway> {
+  const started: Gateway[] = [];
+  after(() => {
+    for (const g of started) g.kill();
+    killAllStarted();
+  });
+  return async (opts = {}) => {
+    const g = await startGateway(opts);
+    started.push(g);
+    return g;
+  };
+}
+
+/** Reads a stream for `n` chunks, then aborts it the way a client that goes away does. */
+export async function abortAfterChunks(stream: AsyncIterable<unknown>, ac: AbortController, n: number): Promise<number> {
+  let seen = 0;
+  // The SDK ends the iteration quietly when its own signal aborts.
+  for await (const _ of stream) {
+    if (++seen === n) {
+      ac.abort();
+      break;
+    }
+  }
+  return seen;
 }

@@ -1,24 +1,14 @@
 // The core gateway as a real process with the simulator as its real child, driven by the official SDK.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import OpenAI from 'openai';
-import { startGateway, type Gateway } from '../helpers/gateway.ts';
+import { abortAfterChunks, GATEWAY_MAIN, gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { postJson, raw, sseData } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
-import { killAllStarted, startProcess } from '../helpers/procs.ts';
+import { startProcess } from '../helpers/procs.ts';
 import { startSim } from '../helpers/sim.ts';
-import { GATEWAY_MAIN } from '../helpers/gateway.ts';
 
-const gateways: Gateway[] = [];
-after(() => {
-  for (const g of gateways) g.kill();
-  killAllStarted();
-});
-async function gateway(opts: Parameters<typeof startGateway>[0] = {}): Promise<Gateway> {
-  const g = await startGateway(opts);
-  gateways.push(g);
-  return g;
-}
+const gateway = gatewayFactory();
 
 describe('gateway: the OpenAI API through the gateway', () => {
   let gw: Gateway;
@@ -114,13 +104,7 @@ describe('gateway: the OpenAI API through the gateway', () => {
       { model: 'sim/test-model', messages: [{ role: 'user', content: 'x' }], max_tokens: 1000, ignore_eos: true, stream: true } as any,
       { signal: ac.signal },
     );
-    let n = 0;
-    for await (const _ of stream as any) {
-      if (++n === 3) {
-        ac.abort();
-        break;
-      }
-    }
+    assert.equal(await abortAfterChunks(stream as any, ac, 3), 3);
     await waitFor('abort reached vLLM', async () => (await gw.simStats()).aborted_by_disconnect === before + 1, 5000);
     await waitFor('nothing left in flight', async () => (await gw.health()).body.in_flight === 0, 5000);
   });
@@ -196,6 +180,29 @@ describe('gateway: engine start', () => {
     const line = gw.proc.output().split('\n').find((l) => l.includes('"msg":"vLLM exited before it was ready"'))!;
     assert.ok(JSON.parse(line).output_tail.includes(cause), 'the failure report carries the root cause');
     assert.match(line, /Engine core initialization failed/);
+  });
+
+  test('STARTUP_TIMEOUT_SECONDS: a vLLM that never gets ready is killed (whole group) and counts as a failure', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_LOAD_SECONDS: '60', STARTUP_TIMEOUT_SECONDS: '2' }, waitReady: false });
+    await gw.proc.waitOutput(/vLLM started; waiting/);
+    const first = (await gw.backend()).child_pid as number;
+    await gw.waitState('failed', 15_000);
+    await gw.proc.waitOutput(/not ready after \d+ s \(STARTUP_TIMEOUT_SECONDS\)/);
+    const { groupMembers } = await import('../helpers/procs.ts');
+    await waitFor('old group gone', () => groupMembers(first).length === 0, 5000);
+  });
+
+  test('5 failures within 10 minutes: the gateway gives up and exits non-zero, leaving nothing behind', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_FAIL_LOAD: 'RuntimeError: simulated load failure' }, waitReady: false });
+    const { code } = await gw.proc.exited; // back-offs 1 + 2 + 4 + 8 s between the five attempts
+    assert.notEqual(code, 0);
+    const out = gw.proc.output();
+    assert.equal(out.match(/"msg":"vLLM exited before it was ready"/g)?.length, 5);
+    assert.match(out, /giving up/);
+    const { groupMembers } = await import('../helpers/procs.ts');
+    const children = [...out.matchAll(/"child_pid":(\d+)/g)].map((m) => Number(m[1]));
+    assert.equal(new Set(children).size, 5, 'five separate starts');
+    for (const pid of children) assert.deepEqual(groupMembers(pid), [], `nothing left of vLLM group ${pid}`);
   });
 
   test('a bad configuration value stops the gateway with one line naming it, exit code 2', async () => {

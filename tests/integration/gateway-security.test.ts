@@ -2,23 +2,13 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import OpenAI from 'openai';
-import { startGateway, type Gateway } from '../helpers/gateway.ts';
+import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { postJson, raw, rawExchange } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
-import { killAllStarted } from '../helpers/procs.ts';
 
-const gateways: Gateway[] = [];
-after(() => {
-  for (const g of gateways) g.kill();
-  killAllStarted();
-});
-async function gateway(opts: Parameters<typeof startGateway>[0] = {}): Promise<Gateway> {
-  const g = await startGateway(opts);
-  gateways.push(g);
-  return g;
-}
+const gateway = gatewayFactory();
 
 const API_KEY = 'sk-test-user-key-0123456789';
 const ADMIN = 'admin-token-abcdefabcdef';

@@ -1,28 +1,19 @@
 // Graceful shutdown with real signals: drain, cut-off at the deadline, no process of the vLLM tree left.
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, describe, test } from 'node:test';
-import { startGateway, type Gateway } from '../helpers/gateway.ts';
+import { describe, test } from 'node:test';
+import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { postJson, raw, sseData } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
-import { groupMembers, killAllStarted } from '../helpers/procs.ts';
+import { groupMembers } from '../helpers/procs.ts';
 
-const gateways: Gateway[] = [];
-after(() => {
-  for (const g of gateways) g.kill();
-  killAllStarted();
-});
-async function gateway(opts: Parameters<typeof startGateway>[0] = {}): Promise<Gateway> {
-  const g = await startGateway(opts);
-  gateways.push(g);
-  return g;
-}
+const gateway = gatewayFactory();
 
 function stream(gw: Gateway, max: number): Promise<{ status: number; body: string }> {
   return postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: max, ignore_eos: true, stream: true });
 }
 
-async function noVllmLeft(gw: Gateway, childPgid: number): Promise<void> {
+async function noVllmLeft(childPgid: number): Promise<void> {
   await waitFor('no vLLM process left', () => groupMembers(childPgid).length === 0, 3000);
 }
 
@@ -55,7 +46,7 @@ describe('gateway: graceful shutdown', () => {
     const { code } = await gw.proc.exited;
     assert.equal(code, 0);
     assert.ok(Date.now() - t0 < 15_000);
-    await noVllmLeft(gw, childPgid);
+    await noVllmLeft(childPgid);
     const out = gw.proc.output();
     assert.match(out, /"msg":"drain complete"/);
     assert.match(out, /"msg":"vLLM stopped"/);
@@ -82,7 +73,7 @@ describe('gateway: graceful shutdown', () => {
     assert.equal((await gw.proc.exited).code, 0);
     const elapsed = Date.now() - t0;
     assert.ok(elapsed < 1000 + 3000 + 2000, `exited after ${elapsed} ms`);
-    await noVllmLeft(gw, childPgid);
+    await noVllmLeft(childPgid);
     assert.match(gw.proc.output(), /drain deadline reached/);
   });
 
@@ -92,7 +83,7 @@ describe('gateway: graceful shutdown', () => {
     assert.equal((await raw(`${gw.url}/sleep`, { method: 'POST' })).status, 200);
     process.kill(gw.proc.pid, 'SIGTERM');
     assert.equal((await gw.proc.exited).code, 0);
-    await noVllmLeft(gw, childPgid);
+    await noVllmLeft(childPgid);
     assert.doesNotMatch(gw.proc.output(), /wake up the engine/);
     assert.doesNotMatch(gw.proc.output(), /sleeping → waking/);
   });
@@ -105,7 +96,7 @@ describe('gateway: graceful shutdown', () => {
     process.kill(gw.proc.pid, 'SIGTERM');
     assert.equal((await gw.proc.exited).code, 0);
     assert.ok(Date.now() - t0 < 5000);
-    await noVllmLeft(gw, childPgid);
+    await noVllmLeft(childPgid);
   });
 
   test('a second signal skips the remaining waits', async () => {
@@ -121,7 +112,7 @@ describe('gateway: graceful shutdown', () => {
     assert.ok(Date.now() - t0 < 4000, 'no 30 s wait');
     const data = sseData((await s).body);
     assert.equal(data.at(-1), '[DONE]');
-    await noVllmLeft(gw, childPgid);
+    await noVllmLeft(childPgid);
     assert.match(gw.proc.output(), /second signal/);
   });
 

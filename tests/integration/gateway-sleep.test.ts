@@ -1,23 +1,13 @@
 // Sleep and wake through the gateway, with the simulator as the real child (issue: sleep and wake).
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { after, before, describe, test } from 'node:test';
-import { startGateway, type Gateway } from '../helpers/gateway.ts';
+import { before, describe, test } from 'node:test';
+import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { postJson, raw } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
-import { killAllStarted } from '../helpers/procs.ts';
 import { startSim } from '../helpers/sim.ts';
 
-const gateways: Gateway[] = [];
-after(() => {
-  for (const g of gateways) g.kill();
-  killAllStarted();
-});
-async function gateway(opts: Parameters<typeof startGateway>[0] = {}): Promise<Gateway> {
-  const g = await startGateway(opts);
-  gateways.push(g);
-  return g;
-}
+const gateway = gatewayFactory();
 const post = (gw: Gateway, path: string) => raw(`${gw.url}${path}`, { method: 'POST' });
 const json = (r: { body: string }) => JSON.parse(r.body);
 const chat = (gw: Gateway, max = 4, extra: Record<string, unknown> = {}) =>

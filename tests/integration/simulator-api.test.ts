@@ -5,6 +5,7 @@ import OpenAI from 'openai';
 import { connectOutcome, postJson, raw, sseData } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { killAllStarted } from '../helpers/procs.ts';
+import { abortAfterChunks } from '../helpers/gateway.ts';
 import { MODEL, startSim, type Sim } from '../helpers/sim.ts';
 
 after(killAllStarted);
@@ -193,15 +194,7 @@ describe('simulator: OpenAI API', () => {
       { model: 'alias-a', messages: [{ role: 'user', content: 'x' }], max_tokens: 200, ignore_eos: true, stream: true } as any,
       { signal: ac.signal },
     );
-    let n = 0;
-    // The SDK ends the iteration quietly when its own signal aborts.
-    for await (const _ of stream as any) {
-      if (++n === 3) {
-        ac.abort();
-        break;
-      }
-    }
-    assert.equal(n, 3);
+    assert.equal(await abortAfterChunks(stream as any, ac, 3), 3);
     await waitFor('abort counted', async () => (await sim.stats()).aborted_by_disconnect === before + 1);
     await waitFor('slot freed', async () => (await sim.stats()).inflight === 0);
   });

@@ -60,18 +60,34 @@ describe('simulator: process tree', () => {
     assert.equal(out.match(/shutdown triggered/g)?.length, 1);
   });
 
-  test('--shutdown-timeout N drains in-flight requests to completion', async () => {
+  test('--shutdown-timeout N drains in-flight requests to completion; new ones are rejected (abort), or 503 by switch', async () => {
     const sim = await startSim({ args: ['--shutdown-timeout', '10'], env: { VLLM_SIM_TOKEN_MS: '20' } });
     const client = new OpenAI({ baseURL: `${sim.url}/v1`, apiKey: 'x', maxRetries: 0 });
     const pending = client.chat.completions.create(chat(30, false) as any);
     await waitFor('in flight', async () => (await sim.stats()).inflight === 1);
     process.kill(-sim.proc.pid, 'SIGTERM'); // the whole group, as systemd or a container runtime does
+    await sim.proc.waitOutput(/mode=drain timeout=10s/);
+    // Uvicorn still accepts during the drain; the engine rejects new requests with an abort output (#34730).
+    const late = await client.chat.completions.create(chat(5, false) as any);
+    assert.equal(late.choices[0]!.finish_reason, 'abort');
     const res = await pending;
     assert.equal(res.choices[0]!.finish_reason, 'length');
     assert.equal(res.usage!.completion_tokens, 30);
     assert.equal((await sim.proc.exited).code, 0);
     assert.match(sim.proc.output(), /mode=drain timeout=10s/);
     await waitFor('group gone', () => groupMembers(sim.proc.pid).length === 0, 5000);
+  });
+
+  test('VLLM_SIM_SHUTDOWN_REJECT=503: a request during the drain gets 503', async () => {
+    const sim = await startSim({ args: ['--shutdown-timeout', '10'], env: { VLLM_SIM_TOKEN_MS: '20', VLLM_SIM_SHUTDOWN_REJECT: '503' } });
+    const pending = postJson(`${sim.url}/v1/chat/completions`, chat(30, false));
+    await waitFor('in flight', async () => (await sim.stats()).inflight === 1);
+    process.kill(sim.proc.pid, 'SIGTERM');
+    await sim.proc.waitOutput(/mode=drain/);
+    const late = await postJson(`${sim.url}/v1/chat/completions`, chat(5, false));
+    assert.equal(late.status, 503);
+    assert.equal((await pending).status, 200);
+    await sim.proc.exited;
   });
 
   test('SIGTERM during load: KeyboardInterrupt: terminated, nothing left behind', async () => {

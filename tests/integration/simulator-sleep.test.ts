@@ -190,6 +190,23 @@ describe('simulator: version-dependent behaviour', () => {
     sim.proc.kill();
   });
 
+  test('VLLM_SIM_REJECT_WHILE_ASLEEP ([unmerged] #51488): a request while asleep is rejected with 503, not parked', async () => {
+    const sim = await startSim({ env: { VLLM_SIM_REJECT_WHILE_ASLEEP: '1' } });
+    await post(sim, '/sleep?level=1');
+    const r = await postJson(`${sim.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: 2 });
+    assert.equal(r.status, 503);
+    assert.equal(JSON.parse(r.body).error.code, 503);
+    sim.proc.kill();
+  });
+
+  test('VLLM_SIM_LEGACY_ERRORS: the pre-0.10.1 flat error body', async () => {
+    const sim = await startSim({ env: { VLLM_SIM_LEGACY_ERRORS: '1' } });
+    const r = await postJson(`${sim.url}/v1/chat/completions`, { model: 'nope', messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(r.status, 404);
+    assert.deepEqual(JSON.parse(r.body), { object: 'error', message: 'The model `nope` does not exist.', type: 'NotFoundError', param: null, code: 404 });
+    sim.proc.kill();
+  });
+
   test('VLLM_SIM_SLEEP_FAIL_STATUS makes /sleep fail without sleeping', async () => {
     const sim = await startSim({ env: { VLLM_SIM_SLEEP_FAIL_STATUS: '500' } });
     assert.equal((await post(sim, '/sleep?level=1')).status, 500);
