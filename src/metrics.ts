@@ -65,6 +65,35 @@ export function createMetrics(src: MetricsSources) {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/**
+ * Per-request updates through cached label children: prom-client hashes a label object on every call,
+ * a child does not. Keys are low-cardinality (routeLabel × method × status).
+ */
+export function requestRecorder(m: Metrics) {
+  const counters = new Map<string, ReturnType<Metrics['requests']['labels']>>();
+  const durations = new Map<string, ReturnType<Metrics['requestDuration']['labels']>>();
+  const ttfbs = new Map<string, ReturnType<Metrics['ttfb']['labels']>>();
+  const bytes = new Map<string, ReturnType<Metrics['relayedBytes']['labels']>>();
+  const child = <T>(cache: Map<string, T>, key: string, make: () => T): T => {
+    let c = cache.get(key);
+    if (!c) cache.set(key, (c = make()));
+    return c;
+  };
+  return {
+    done(route: string, method: string, status: number, seconds: number): void {
+      const s = String(status);
+      child(counters, `${route} ${method} ${s}`, () => m.requests.labels(route, method, s)).inc();
+      child(durations, route, () => m.requestDuration.labels(route)).observe(seconds);
+    },
+    ttfb(route: string, seconds: number): void {
+      child(ttfbs, route, () => m.ttfb.labels(route)).observe(seconds);
+    },
+    relayed(route: string, n: number): void {
+      child(bytes, route, () => m.relayedBytes.labels(route)).inc(n);
+    },
+  };
+}
+
 const KNOWN_V1 = new Set(['/v1/chat/completions', '/v1/completions', '/v1/models', '/v1/embeddings', '/v1/responses', '/v1/audio/transcriptions', '/v1/rerank', '/v1/score']);
 
 /** A low-cardinality route label. */

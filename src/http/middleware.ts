@@ -2,12 +2,13 @@
 import type { MiddlewareHandler } from 'hono';
 import { credentialOf, KeySet } from '../auth.ts';
 import { GatewayError } from '../errors.ts';
-import { routeLabel } from '../metrics.ts';
+import { requestRecorder, routeLabel } from '../metrics.ts';
 import { requestIdOf } from '../proxy/headers.ts';
 import type { AppDeps, Env } from './types.ts';
 
 /** Request id on every response, `Connection: close` while draining, one access-log line and metrics per request. */
 export function requestContext(d: AppDeps): MiddlewareHandler<Env> {
+  const record = requestRecorder(d.metrics);
   return async function requestContext(c, next) {
     const t0 = performance.now();
     const out = c.env.outgoing;
@@ -24,12 +25,11 @@ export function requestContext(d: AppDeps): MiddlewareHandler<Env> {
       const relay = c.get('relay');
       const clientGone = !out.writableFinished;
       const status = clientGone && !out.headersSent ? 499 : out.statusCode;
-      d.metrics.requests.inc({ route, method: c.req.method, status: String(status) });
-      d.metrics.requestDuration.observe({ route }, ms / 1000);
-      if (relay?.ttfbMs != null) d.metrics.ttfb.observe({ route }, relay.ttfbMs / 1000);
+      record.done(route, c.req.method, status, ms / 1000);
+      if (relay?.ttfbMs != null) record.ttfb(route, relay.ttfbMs / 1000);
       if (relay?.error && relay.error !== 'client_gone') d.metrics.upstreamErrors.inc({ kind: relay.error });
       const bytes = sock ? sock.bytesWritten - sent0 : undefined;
-      if (relay && bytes) d.metrics.relayedBytes.inc({ route }, bytes);
+      if (relay && bytes) record.relayed(route, bytes);
       d.log.info(
         {
           request_id: id,

@@ -1,8 +1,8 @@
-// The streaming relay: vLLM's response is written to the client as it comes (undici's Node stream piped
-// into the Node response, backpressure included); a client that leaves aborts the upstream request; a
-// stream that breaks after its 200 ends with an SSE error event and [DONE].
+// The streaming relay: vLLM's response is written to the client as it comes (undici's dispatch handler
+// writing straight into the Node response, backpressure included); a client that leaves aborts the upstream
+// request; a stream that breaks after its 200 ends with an SSE error event and [DONE].
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { GatewayError } from '../errors.ts';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { normalizeErrorBody, sseErrorEvent, transportError, transportErrorKind, type UpstreamErrorKind } from './upstream-errors.ts';
@@ -40,7 +40,7 @@ const MAX_ERROR_BODY = 1 << 20;
 export class Forwarder {
   readonly pool: Pool;
   private readonly prefix: string;
-  private readonly active = new Set<AbortController>();
+  private readonly active = new Set<(reason: RelayAbort) => void>();
 
   constructor(private readonly opts: ForwarderOptions) {
     const url = new URL(opts.baseUrl);
@@ -62,10 +62,15 @@ export class Forwarder {
 
   /** Ends every relay still running (shutdown deadline): streams get the SSE error event. */
   abortAll(message: string): void {
-    for (const ac of this.active) ac.abort(new RelayAbort('shutdown', message));
+    for (const abort of this.active) abort(new RelayAbort('shutdown', message));
   }
 
-  async forward(
+  /**
+   * Relays one request through undici's dispatch API: vLLM's chunks are written to the Node response as
+   * they arrive (no intermediate stream objects), and the upstream read pauses while the client is slow.
+   * Never rejects: failures are answered through `onError` or ended in-stream, and reported in the result.
+   */
+  forward(
     incoming: IncomingMessage,
     outgoing: ServerResponse,
     method: string,
@@ -76,97 +81,105 @@ export class Forwarder {
     result: RelayResult = newRelayResult(),
   ): Promise<RelayResult> {
     const t0 = performance.now();
-    const end = (status: number, error?: RelayResult['error']): RelayResult => {
-      result.status = status;
-      if (error) result.error = error;
-      return result;
-    };
-    const ac = new AbortController();
-    const onClose = () => {
-      if (!outgoing.writableFinished) ac.abort(new RelayAbort('client_gone', 'the client went away'));
-    };
-    outgoing.once('close', onClose);
-    this.active.add(ac);
-    const done = () => {
-      this.active.delete(ac);
-      outgoing.off('close', onClose);
-    };
-
-    let res;
-    try {
-      res = await this.pool.request({
-        method: method as 'GET',
-        path: this.prefix + pathAndQuery,
-        headers: upstreamRequestHeaders(incoming.headers, requestId, this.opts.vllmApiKey),
-        body,
-        signal: ac.signal,
-      });
-    } catch (e) {
-      done();
-      const reason = ac.signal.reason;
-      if (reason instanceof RelayAbort) {
-        if (reason.why === 'shutdown') onError(shutdownError());
-        return end(reason.why === 'shutdown' ? 503 : 499, reason.why);
-      }
-      const mapped = transportError(e);
-      onError(mapped);
-      return end(mapped.status, transportErrorKind(e));
-    }
-
-    const status = res.statusCode;
-    result.status = status;
-    const headers = downstreamResponseHeaders(res.headers, requestId);
-    if (status >= 400) {
-      // Error bodies are small: read them whole so non-OpenAI shapes can be wrapped (contract "Errors").
-      let text = '';
-      try {
-        text = await readLimited(res.body, MAX_ERROR_BODY);
-      } catch {
-        /* a broken error body is still an error */
-      }
-      done();
-      if (ac.signal.aborted) return end(status, (ac.signal.reason as RelayAbort).why);
-      result.ttfbMs = performance.now() - t0;
-      const out = normalizeErrorBody(status, text);
-      headers['content-type'] = 'application/json';
-      headers['content-length'] = Buffer.byteLength(out);
-      outgoing.writeHead(status, headers);
-      outgoing.end(out);
-      return result;
-    }
-
-    const streamed = String(res.headers['content-type'] ?? '').startsWith('text/event-stream');
-    result.streamed = streamed;
-    outgoing.writeHead(status, headers);
-    const upstream = res.body;
-    upstream.once('data', () => {
-      result.ttfbMs = performance.now() - t0;
-    });
     return new Promise<RelayResult>((resolve) => {
-      upstream.pipe(outgoing, { end: false });
-      upstream.once('end', () => {
-        done();
-        outgoing.end();
+      let controller: Dispatcher.DispatchController | null = null;
+      let aborted: RelayAbort | null = null;
+      let headersSent = false;
+      let errorBody: Buffer[] | null = null;
+      let errorBytes = 0;
+      let awaitingDrain = false;
+
+      const abort = (reason: RelayAbort) => {
+        if (aborted) return;
+        aborted = reason;
+        controller?.abort(reason);
+      };
+      const onClose = () => {
+        if (!outgoing.writableFinished) abort(new RelayAbort('client_gone', 'the client went away'));
+      };
+      const onDrain = () => {
+        awaitingDrain = false;
+        controller?.resume();
+      };
+      const finish = (error?: RelayResult['error']) => {
+        this.active.delete(abort);
+        outgoing.off('close', onClose);
+        outgoing.off('drain', onDrain);
+        if (error) result.error = error;
         resolve(result);
-      });
-      upstream.once('error', (e: Error) => {
-        upstream.unpipe(outgoing);
-        done();
-        const reason = ac.signal.reason;
-        if (reason instanceof RelayAbort && reason.why === 'client_gone') {
-          resolve(end(status, 'client_gone'));
-          return;
-        }
-        const shutdown = reason instanceof RelayAbort && reason.why === 'shutdown';
-        if (streamed && !outgoing.destroyed) {
-          const msg = shutdown ? reason.message : `the stream from vLLM broke: ${(e as { code?: string }).code ?? e.message}; the engine may have crashed`;
-          outgoing.end(sseErrorEvent(msg, shutdown ? 'shutting_down' : 'engine_stream_broken'));
-        } else {
-          // A JSON body cut short cannot be mended: close the connection so the client sees an error.
-          outgoing.destroy(e);
-        }
-        resolve(end(status, shutdown ? 'shutdown' : transportErrorKind(e)));
-      });
+      };
+      outgoing.once('close', onClose);
+      this.active.add(abort);
+
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(ctrl) {
+          controller = ctrl;
+          if (aborted) ctrl.abort(aborted);
+        },
+        onResponseStart(_ctrl, statusCode, headers) {
+          if (statusCode < 200) return; // 1xx: the final answer follows
+          result.status = statusCode;
+          if (statusCode >= 400) {
+            // Error bodies are small: read them whole so non-OpenAI shapes can be wrapped (contract "Errors").
+            errorBody = [];
+            return;
+          }
+          result.streamed = String(headers['content-type'] ?? '').startsWith('text/event-stream');
+          outgoing.writeHead(statusCode, downstreamResponseHeaders(headers as Record<string, string | string[]>, requestId));
+          headersSent = true;
+        },
+        onResponseData(ctrl, chunk) {
+          if (result.ttfbMs === null) result.ttfbMs = performance.now() - t0;
+          if (errorBody) {
+            errorBytes += chunk.length;
+            if (errorBytes <= MAX_ERROR_BODY) errorBody.push(chunk);
+            return;
+          }
+          if (!outgoing.write(chunk) && !awaitingDrain) {
+            awaitingDrain = true;
+            ctrl.pause();
+            outgoing.once('drain', onDrain);
+          }
+        },
+        onResponseEnd() {
+          if (errorBody) {
+            const out = normalizeErrorBody(result.status, Buffer.concat(errorBody).toString('utf8'));
+            outgoing.writeHead(result.status, {
+              ...downstreamResponseHeaders({}, requestId),
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(out),
+            });
+            outgoing.end(out);
+          } else {
+            outgoing.end();
+          }
+          finish();
+        },
+        onResponseError(_ctrl, err) {
+          const why = aborted?.why;
+          if (why === 'client_gone') return finish('client_gone');
+          const kind = why === 'shutdown' ? 'shutdown' : transportErrorKind(err);
+          if (!headersSent) {
+            onError(why === 'shutdown' ? shutdownError() : transportError(err));
+          } else if (result.streamed && !outgoing.destroyed) {
+            const msg = why === 'shutdown' ? aborted!.message : `the stream from vLLM broke: ${(err as { code?: string }).code ?? err.message}; the engine may have crashed`;
+            outgoing.end(sseErrorEvent(msg, why === 'shutdown' ? 'shutting_down' : 'engine_stream_broken'));
+          } else {
+            // A JSON body cut short cannot be mended: close the connection so the client sees an error.
+            outgoing.destroy(err);
+          }
+          finish(kind);
+        },
+      };
+      try {
+        this.pool.dispatch(
+          { method: method as Dispatcher.HttpMethod, path: this.prefix + pathAndQuery, headers: upstreamRequestHeaders(incoming.headers, requestId, this.opts.vllmApiKey), body },
+          handler,
+        );
+      } catch (e) {
+        onError(transportError(e));
+        finish('other');
+      }
     });
   }
 
@@ -177,14 +190,3 @@ export class Forwarder {
 
 const shutdownError = () =>
   new GatewayError(503, 'shutting_down', 'the gateway is shutting down', 'service_unavailable', { retryAfterMs: 5000 });
-
-async function readLimited(stream: AsyncIterable<Buffer>, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of stream) {
-    size += c.length;
-    if (size > limit) break;
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}

@@ -31,7 +31,10 @@ export function requestIdOf(value: string | string[] | undefined | null): string
   return v && REQUEST_ID_RE.test(v) ? v : randomUUID().replaceAll('-', '');
 }
 
-function connectionTokens(value: string | string[] | undefined): Set<string> {
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> {
+  if (value === undefined) return NO_TOKENS;
   const out = new Set<string>();
   for (const part of ([] as string[]).concat(value ?? [])) for (const t of part.split(',')) if (t.trim()) out.add(t.trim().toLowerCase());
   return out;
