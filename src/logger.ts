@@ -14,5 +14,7 @@ export function createLogger(opts: { level: string; pretty: boolean }): Logger {
       /* not installed (production image): JSON it is */
     }
   }
-  return pino(base);
+  // Asynchronous writes: under load lines are batched instead of one write(2) per request; pino flushes
+  // synchronously when the process exits, so the last lines (the shutdown report) are not lost.
+  return pino(base, pino.destination({ dest: 1, sync: false }));
 }

@@ -8,15 +8,17 @@ import { admit, begin } from './admission.ts';
 import { writeError } from './respond.ts';
 import type { AppDeps, Env } from './types.ts';
 
-/** The requested model, for the access log only: small JSON bodies are parsed, others are not worth it. */
-function modelOf(body: Buffer): string | undefined {
-  if (body.length > 65_536) return undefined;
-  try {
-    const m = (JSON.parse(body.toString('utf8')) as { model?: unknown }).model;
-    return typeof m === 'string' ? m.slice(0, 200) : undefined;
-  } catch {
-    return undefined;
-  }
+const MODEL_KEY = Buffer.from('"model"');
+
+/**
+ * The requested model, for the access log only, without parsing the body: inside a JSON string a quote is
+ * always escaped, so a bare `"model"` is a key (the top-level one, in every client we know of).
+ */
+export function modelOf(body: Buffer): string | undefined {
+  const at = body.indexOf(MODEL_KEY);
+  if (at < 0) return undefined;
+  const m = /^\s*:\s*"((?:[^"\\]|\\.){0,200})"/.exec(body.toString('utf8', at + MODEL_KEY.length, at + MODEL_KEY.length + 420));
+  return m ? m[1] : undefined;
 }
 
 export function relayV1(d: AppDeps): Handler<Env> {

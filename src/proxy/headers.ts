@@ -1,6 +1,6 @@
 // Header handling for the relay: hop-by-hop headers never cross it, the gateway's credentials never
 // reach vLLM, and every exchange carries one request id.
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
 // RFC 9110 §7.6.1 plus the de-facto ones; `host` and `content-length` are set by undici for the new hop.
@@ -25,16 +25,23 @@ const RESPONSE_DROP = new Set([...HOP_BY_HOP].filter((h) => h !== 'content-lengt
 
 const REQUEST_ID_RE = /^[\w.:@/+=-]{1,128}$/;
 
+// Generated ids: a random per-process prefix and a counter — unique, 32 hex digits, and cheap.
+const ID_PREFIX = randomBytes(8).toString('hex');
+let idCounter = 0;
+
 /** The client's x-request-id when it is sane, otherwise a new one. */
 export function requestIdOf(value: string | string[] | undefined | null): string {
   const v = Array.isArray(value) ? value[0] : value;
-  return v && REQUEST_ID_RE.test(v) ? v : randomUUID().replaceAll('-', '');
+  if (v && REQUEST_ID_RE.test(v)) return v;
+  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return ID_PREFIX + idCounter.toString(16).padStart(16, '0');
 }
 
 const NO_TOKENS: ReadonlySet<string> = new Set();
 
 function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> {
-  if (value === undefined) return NO_TOKENS;
+  // The usual values name only hop-by-hop headers that are dropped anyway.
+  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive') return NO_TOKENS;
   const out = new Set<string>();
   for (const part of ([] as string[]).concat(value ?? [])) for (const t of part.split(',')) if (t.trim()) out.add(t.trim().toLowerCase());
   return out;

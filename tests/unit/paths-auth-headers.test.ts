@@ -56,3 +56,11 @@ test('headers: hop-by-hop and gateway credentials never cross; request id everyw
   assert.match(requestIdOf(undefined), /^[0-9a-f]{32}$/);
   assert.match(requestIdOf('bad id with spaces'), /^[0-9a-f]{32}$/);
 });
+
+test('modelOf: the top-level model without parsing the body; quoted text inside strings never matches', async () => {
+  const { modelOf } = await import('../../src/http/v1.ts');
+  assert.equal(modelOf(Buffer.from('{"model":"Qwen/Qwen3-8B","messages":[]}')), 'Qwen/Qwen3-8B');
+  assert.equal(modelOf(Buffer.from('{ "messages": [{"content": "say \\"model\\": \\"x\\""}], "model" : "m2" }')), 'm2');
+  assert.equal(modelOf(Buffer.from('{"messages":[]}')), undefined);
+  assert.equal(modelOf(Buffer.from('{"model":5}')), undefined);
+});
