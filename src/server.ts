@@ -1,6 +1,9 @@
 // Building the Node server for the app and listening are separate steps (tests may do only the first).
 import { createAdaptorServer } from '@hono/node-server';
-import type { Server } from 'node:http';
+import { STATUS_CODES, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { envelope } from './errors.ts';
+import { requestIdOf } from './proxy/headers.ts';
 import type { AddressInfo } from 'node:net';
 import type { Hono } from 'hono';
 import type { Env } from './http/types.ts';
@@ -38,6 +41,7 @@ export function createServer(app: Hono<Env>, limits: ServerLimits = DEFAULT_LIMI
       connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(limits.requestTimeoutMs / 4))),
     },
   }) as Server;
+  server.on('clientError', answerClientError);
   server.requestTimeout = limits.requestTimeoutMs;
   server.headersTimeout = limits.headersTimeoutMs;
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
@@ -52,4 +56,26 @@ export function listen(server: Server, port: number, host: string): Promise<Addr
       resolve(server.address() as AddressInfo);
     });
   });
+}
+
+/**
+ * What Node rejects before the app sees it (malformed request, headers over the limit, a client too slow)
+ * still gets an OpenAI-shaped answer with a request id, instead of Node's bare status line.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'the request headers are too large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'the request was not received in time (CLIENT_TIMEOUT_SECONDS)']
+        : [400, 'bad_request', 'malformed HTTP request'];
+  const body = JSON.stringify(envelope(message, 'invalid_request_error', code));
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-request-id: ${requestIdOf(undefined)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }

@@ -3,7 +3,7 @@
 // request; a stream that breaks after its 200 ends with an SSE error event and [DONE].
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
-import { GatewayError } from '../errors.ts';
+import { GatewayError, retryHeaders } from '../errors.ts';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { normalizeErrorBody, sseErrorEvent, transportError, transportErrorKind, type UpstreamErrorKind } from './upstream-errors.ts';
 
@@ -86,6 +86,7 @@ export class Forwarder {
       let aborted: RelayAbort | null = null;
       let headersSent = false;
       let errorBody: Buffer[] | null = null;
+      let errorHeaders: Record<string, string | string[]> = {};
       let errorBytes = 0;
       let awaitingDrain = false;
 
@@ -122,6 +123,7 @@ export class Forwarder {
           if (statusCode >= 400) {
             // Error bodies are small: read them whole so non-OpenAI shapes can be wrapped (contract "Errors").
             errorBody = [];
+            errorHeaders = headers as Record<string, string | string[]>;
             return;
           }
           result.streamed = String(headers['content-type'] ?? '').startsWith('text/event-stream');
@@ -144,11 +146,12 @@ export class Forwarder {
         onResponseEnd() {
           if (errorBody) {
             const out = normalizeErrorBody(result.status, Buffer.concat(errorBody).toString('utf8'));
-            outgoing.writeHead(result.status, {
-              ...downstreamResponseHeaders({}, requestId),
-              'content-type': 'application/json',
-              'content-length': Buffer.byteLength(out),
-            });
+            const h = downstreamResponseHeaders(errorHeaders, requestId);
+            // Every 429 and 503 carries both retry hints, at most 60 s (contract "Errors"), vLLM's included.
+            if (result.status === 429 || result.status === 503) Object.assign(h, retryHeaders(retryAfterMsOf(errorHeaders)));
+            h['content-type'] = 'application/json';
+            h['content-length'] = Buffer.byteLength(out);
+            outgoing.writeHead(result.status, h);
             outgoing.end(out);
           } else {
             outgoing.end();
@@ -186,6 +189,14 @@ export class Forwarder {
   async close(): Promise<void> {
     await this.pool.close().catch(() => {});
   }
+}
+
+/** vLLM's own hint when it gave one (`retry-after-ms`, or `retry-after` in seconds), else 5 s. */
+function retryAfterMsOf(h: Record<string, string | string[] | undefined>): number {
+  const ms = Number(h['retry-after-ms']);
+  if (Number.isFinite(ms) && ms > 0) return ms;
+  const s = Number(h['retry-after']);
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 5000;
 }
 
 const shutdownError = () =>

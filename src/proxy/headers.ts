@@ -23,7 +23,8 @@ const GATEWAY_ONLY = new Set(['authorization', 'x-api-key']);
 // Responses keep their content-length; what vLLM (uvicorn) says about itself is not for clients.
 const RESPONSE_DROP = new Set([...HOP_BY_HOP].filter((h) => h !== 'content-length').concat(['server', 'date']));
 
-const REQUEST_ID_RE = /^[\w.:@/+=-]{1,128}$/;
+// Any visible ASCII the client chose is kept (it is their correlation id); nothing that could split a header.
+const REQUEST_ID_RE = /^[\x21-\x7e]{1,256}$/;
 
 // Generated ids: a random per-process prefix and a counter — unique, 32 hex digits, and cheap.
 const ID_PREFIX = randomBytes(8).toString('hex');

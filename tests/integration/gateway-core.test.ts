@@ -93,6 +93,8 @@ describe('gateway: the OpenAI API through the gateway', () => {
     assert.equal(gen.data.id, `chatcmpl-${generated}`, 'the generated id is the one vLLM got');
     const r = await raw(`${gw.url}/health`);
     assert.match(String(r.headers['x-request-id']), /^[0-9a-f]{32}$/);
+    const odd = await raw(`${gw.url}/v1/models`, { headers: { 'x-request-id': 'req#1:{a}' } });
+    assert.equal(odd.headers['x-request-id'], 'req#1:{a}', 'any visible ASCII id the client chose is kept');
     const bad = await raw(`${gw.url}/v1/models`, { headers: { 'x-request-id': 'x'.repeat(500) } });
     assert.notEqual(bad.headers['x-request-id'], 'x'.repeat(500));
   });
@@ -293,6 +295,18 @@ describe('gateway: attach mode', () => {
     assert.equal((await gw.proc.exited).code, 0);
     assert.equal((await raw(`${sim.url}/health`)).status, 200, 'the attached vLLM still runs');
     assert.match(gw.proc.output(), /external vLLM is left running/);
+    sim.proc.kill();
+  });
+
+  test('a 503 from vLLM itself reaches the client with both retry hints', async () => {
+    const sim = await startSim({ env: { VLLM_SIM_REJECT_WHILE_ASLEEP: '1' } });
+    const gw = await gateway({ attachTo: sim.url });
+    await raw(`${sim.url}/sleep?level=1`, { method: 'POST' }); // behind the gateway's back
+    const r = await postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: 2 });
+    assert.equal(r.status, 503);
+    assert.equal(JSON.parse(r.body).error.code, 503, "vLLM's OpenAI-shaped body passes unchanged");
+    assert.ok(Number(r.headers['retry-after']) >= 1 && Number(r.headers['retry-after']) <= 60);
+    assert.ok(Number(r.headers['retry-after-ms']) >= 1000 && Number(r.headers['retry-after-ms']) <= 60_000);
     sim.proc.kill();
   });
 

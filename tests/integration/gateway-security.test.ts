@@ -130,9 +130,14 @@ describe('gateway: limits', () => {
     assert.equal((await gw.simStats()).requests, 0, 'nothing reached vLLM');
   });
 
-  test('oversized headers are refused (431)', async () => {
+  test('oversized headers (431) and malformed requests (400) get an OpenAI-shaped answer with a request id', async () => {
     const r = await rawExchange(gw.port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(40_000)}\r\n\r\n`);
     assert.equal(r.status, 431);
+    assert.match(r.text, /\r\nx-request-id: [0-9a-f]{32}\r\n/);
+    assert.equal(JSON.parse(r.text.slice(r.text.indexOf('\r\n\r\n') + 4)).error.code, 'headers_too_large');
+    const bad = await rawExchange(gw.port, 'GARBAGE\r\n\r\n');
+    assert.equal(bad.status, 400);
+    assert.match(bad.text, /"error":\{"message"/);
   });
 
   test('a client that trickles its body cannot hold a slot: cut after CLIENT_TIMEOUT_SECONDS', async () => {
