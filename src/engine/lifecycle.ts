@@ -7,6 +7,7 @@ import { EngineHttpError, type EngineClient } from './client.ts';
 import type { Inflight } from './inflight.ts';
 import type { EngineProcess, ExitInfo, StopReport } from './process.ts';
 import { RestartPolicy } from './restart-policy.ts';
+import { versionAtLeast } from '../version.ts';
 
 export type EngineState = 'starting' | 'ready' | 'falling_asleep' | 'sleeping' | 'waking' | 'draining' | 'stopped' | 'failed';
 export const ENGINE_STATES: readonly EngineState[] = ['starting', 'ready', 'falling_asleep', 'sleeping', 'waking', 'draining', 'stopped', 'failed'];
@@ -80,13 +81,6 @@ const WARMUP_MS = 60_000;
 const READY_POLL_MS = 500;
 const PROGRESS_LOG_MS = 15_000;
 const ATTACH_MONITOR_MS = 5_000;
-
-const versionAtLeast = (v: string | undefined, min: [number, number]): boolean => {
-  const m = v?.match(/^(\d+)\.(\d+)/);
-  if (!m) return false;
-  const [a, b] = [Number(m[1]), Number(m[2])];
-  return a > min[0] || (a === min[0] && b >= min[1]);
-};
 
 export class EngineLifecycle extends EventEmitter {
   state: EngineState = 'starting';
@@ -392,7 +386,7 @@ export class EngineLifecycle extends EventEmitter {
     const left = this.d.inflight.forwarded;
     if (!drained) this.log.warn({ in_flight: left, timeout_s: this.d.opts.sleepDrainTimeoutMs / 1000 }, 'sleep drain timed out: telling vLLM mode=abort');
     // mode exists from vLLM 0.17 (PR #34528); older builds reject nothing but ignore it, so send it only there.
-    const mode = versionAtLeast(this.version, [0, 17]) ? (drained ? 'wait' : 'abort') : undefined;
+    const mode = versionAtLeast(this.version, '0.17.0') ? (drained ? 'wait' : 'abort') : undefined;
     try {
       await this.d.client.sleep(level, mode, SLEEP_CALL_MS);
       if (!(await this.d.client.isSleeping())) throw new Error('vLLM still reports is_sleeping=false after /sleep');

@@ -145,13 +145,4 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): SimOptions
   };
 }
 
-/** vLLM versions compare numerically by major.minor.patch; suffixes (.dev, +cu128) are ignored. */
-export function versionAtLeast(version: string, min: string): boolean {
-  const parse = (v: string) => (v.match(/^(\d+)\.(\d+)(?:\.(\d+))?/) ?? []).slice(1, 4).map((x) => Number(x ?? 0));
-  const a = parse(version);
-  const b = parse(min);
-  for (let i = 0; i < 3; i++) {
-    if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) > (b[i] ?? 0);
-  }
-  return true;
-}
+export { versionAtLeast } from '../version.ts';

@@ -40,6 +40,9 @@ test('versionAtLeast compares numerically and ignores suffixes', () => {
   assert.equal(versionAtLeast('0.100.1', '0.17.0'), true);
   assert.equal(versionAtLeast('0.19.1rc1.dev42+cu128', '0.19.1'), true);
   assert.equal(versionAtLeast('1.0', '0.17.0'), true);
+  assert.equal(versionAtLeast('v0.17.0', '0.17.0'), true, 'a v prefix is tolerated');
+  assert.equal(versionAtLeast(undefined, '0.17.0'), false);
+  assert.equal(versionAtLeast('unknown', '0.17.0'), false);
 });
 
 test('tokens: words with leading spaces; chat adds template tokens; generation is deterministic', () => {
