@@ -65,6 +65,12 @@ export class Forwarder {
     for (const abort of this.active) abort(new RelayAbort('shutdown', message));
   }
 
+  /** Lets another upstream call (POST /inference) be ended by abortAll too; returns its release. */
+  track(abort: (reason: RelayAbort) => void): () => void {
+    this.active.add(abort);
+    return () => this.active.delete(abort);
+  }
+
   /**
    * Relays one request through undici's dispatch API: vLLM's chunks are written to the Node response as
    * they arrive (no intermediate stream objects), and the upstream read pauses while the client is slow.
@@ -199,5 +205,5 @@ function retryAfterMsOf(h: Record<string, string | string[] | undefined>): numbe
   return Number.isFinite(s) && s > 0 ? s * 1000 : 5000;
 }
 
-const shutdownError = () =>
+export const shutdownError = () =>
   new GatewayError(503, 'shutting_down', 'the gateway is shutting down', 'service_unavailable', { retryAfterMs: 5000 });

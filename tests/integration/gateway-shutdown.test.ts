@@ -58,7 +58,8 @@ describe('gateway: graceful shutdown', () => {
     const childPgid = (await gw.backend()).child_pid as number;
     const streams = Array.from({ length: 5 }, () => stream(gw, 100));
     const plain = postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: 100, ignore_eos: true });
-    await waitFor('6 in flight', async () => (await gw.simStats()).inflight === 6, 10_000);
+    const legacy = postJson(`${gw.url}/inference`, { prompt: 'long answer please', max_new_tokens: 100 });
+    await waitFor('7 in flight', async () => (await gw.simStats()).inflight === 7, 10_000);
     const t0 = Date.now();
     process.kill(gw.proc.pid, 'SIGTERM');
     for (const r of await Promise.all(streams)) {
@@ -67,9 +68,11 @@ describe('gateway: graceful shutdown', () => {
       const err = JSON.parse(data.at(-2)!);
       assert.equal(err.error.code, 'shutting_down');
     }
-    const p = await plain;
-    assert.equal(p.status, 503);
-    assert.equal(JSON.parse(p.body).error.code, 'shutting_down');
+    for (const p of [await plain, await legacy]) {
+      assert.equal(p.status, 503);
+      assert.equal(JSON.parse(p.body).error.code, 'shutting_down');
+      assert.ok(p.headers['retry-after'] && p.headers['retry-after-ms']);
+    }
     assert.equal((await gw.proc.exited).code, 0);
     const elapsed = Date.now() - t0;
     assert.ok(elapsed < 1000 + 3000 + 2000, `exited after ${elapsed} ms`);
