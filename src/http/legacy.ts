@@ -51,7 +51,7 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
     try {
       const res = await d.forwarder.pool.request({
         method: 'POST',
-        path: new URL(d.config.vllmUrl).pathname.replace(/\/+$/, '') + '/v1/chat/completions',
+        path: d.forwarder.upstreamPath('/v1/chat/completions'),
         headers: { ...upstreamRequestHeaders({}, c.get('requestId'), d.config.vllmApiKey), 'content-type': 'application/json' },
         body: JSON.stringify(upstreamBody),
         signal: ac.signal,

@@ -56,8 +56,9 @@ export class Forwarder {
     });
   }
 
-  get activeCount(): number {
-    return this.active.size;
+  /** The upstream path for a gateway path: VLLM_URL may carry a path prefix. */
+  upstreamPath(pathAndQuery: string): string {
+    return this.prefix + pathAndQuery;
   }
 
   /** Ends every relay still running (shutdown deadline): streams get the SSE error event. */
@@ -182,7 +183,7 @@ export class Forwarder {
       };
       try {
         this.pool.dispatch(
-          { method: method as Dispatcher.HttpMethod, path: this.prefix + pathAndQuery, headers: upstreamRequestHeaders(incoming.headers, requestId, this.opts.vllmApiKey), body },
+          { method: method as Dispatcher.HttpMethod, path: this.upstreamPath(pathAndQuery), headers: upstreamRequestHeaders(incoming.headers, requestId, this.opts.vllmApiKey), body },
           handler,
         );
       } catch (e) {
