@@ -1,5 +1,5 @@
 // Typed calls to vLLM's control surface (vllm-contract §2.1, §3): each with its own deadline.
-import { Pool, errors as undiciErrors } from 'undici';
+import { Pool } from 'undici';
 
 export class EngineHttpError extends Error {
   constructor(
@@ -140,6 +140,3 @@ export class EngineClient {
     await this.pool.close().catch(() => {});
   }
 }
-
-export const isConnectionRefused = (e: unknown): boolean =>
-  e instanceof EngineUnreachableError && ((e.cause as { code?: string })?.code === 'ECONNREFUSED' || e.cause instanceof undiciErrors.SocketError);

@@ -10,7 +10,6 @@ import { RestartPolicy } from './restart-policy.ts';
 import { versionAtLeast } from '../version.ts';
 
 export type EngineState = 'starting' | 'ready' | 'falling_asleep' | 'sleeping' | 'waking' | 'draining' | 'stopped' | 'failed';
-export const ENGINE_STATES: readonly EngineState[] = ['starting', 'ready', 'falling_asleep', 'sleeping', 'waking', 'draining', 'stopped', 'failed'];
 
 export interface Transition {
   from: EngineState;

@@ -16,22 +16,11 @@ export const usage = (prompt: number, completion: number): Usage => ({
 export const randomId = (): string => randomUUID().replaceAll('-', '');
 export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
-const PHRASES: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
-
 /** ≥ v0.10.1 nested body, `code` the integer status; legacy builds used a flat `{"object":"error",...}`. */
 export function errorBody(status: number, message: string, type: string, legacy: boolean, param: string | null = null) {
   if (legacy) return { object: 'error', message, type, param, code: status };
   return { error: { message, type, param, code: status } };
 }
-
-export const httpPhrase = (status: number): string => PHRASES[status] ?? 'Error';
 
 export function modelList(names: string[], root: string, maxModelLen: number) {
   const created = nowSeconds();

@@ -9,7 +9,6 @@ const WORDS = (
 
 // What a model produces when its weights were discarded (level-2 sleep) and never reloaded.
 const GARBAGE = ['\u00bf', 'zq', '\u2587\u2587', 'xx#', '<unk>', '\u00e6\u00f8', '%%', '\u0416'];
-export const GARBAGE_MARK = '<unk>';
 
 export function tokenize(text: string): string[] {
   return text.match(/\s*\S+/g) ?? [];
