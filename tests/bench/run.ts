@@ -148,7 +148,14 @@ interface Target {
   pid?: number; // the proxy process whose CPU and memory are measured
 }
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, keepAliveMsecs: 1000 });
+// A fresh agent per scenario: idle keep-alive sockets left from the previous one may be closed by a server
+// with a 5 s keep-alive (the upstream, node-min) just as they are reused.
+let agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+function freshAgent(): void {
+  agent.destroy();
+  agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+}
+let failures = 0;
 
 interface StreamResult {
   ttfbMs: number;
@@ -157,7 +164,7 @@ interface StreamResult {
 
 function oneStream(port: number, tokens: number, gapMs: number, onFirst?: () => void): Promise<StreamResult> {
   const body = JSON.stringify({ model: 'bench', messages: [{ role: 'user', content: 'hi' }], max_tokens: tokens, stream: true });
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const t0 = performance.now();
     const req = http.request(
       { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-bench-chunk-ms': String(gapMs) } },
@@ -177,25 +184,28 @@ function oneStream(port: number, tokens: number, gapMs: number, onFirst?: () => 
           tail = s.slice(-1);
         });
         res.on('end', () => resolve({ ttfbMs: ttfb, events }));
-        res.on('error', reject);
+        res.on('error', () => (failures++, resolve({ ttfbMs: ttfb, events })));
       },
     );
-    req.on('error', reject);
+    req.on('error', () => (failures++, resolve({ ttfbMs: -1, events: 0 })));
     req.end(body);
   });
 }
 
 function onePlain(port: number): Promise<void> {
   const body = '{"model":"bench","messages":[{"role":"user","content":"hi"}],"max_tokens":1}';
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const req = http.request(
       { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
       (res) => {
         res.resume();
-        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
+        res.on('end', () => {
+          if (res.statusCode !== 200) failures++;
+          resolve();
+        });
       },
     );
-    req.on('error', reject);
+    req.on('error', () => (failures++, resolve()));
     req.end(body);
   });
 }
@@ -228,7 +238,7 @@ async function paced(t: Target, n: number, tokens: number, gap: number): Promise
   const cpu = t.pid ? cpuMs(t.pid) - cpu0 : 0;
   const events = results.reduce((a, r) => a + r.events, 0);
   const expected = n * (tokens + 3);
-  return { cpu_ms_per_10k_chunks: (cpu / events) * 10_000, ttfb_under_load_ms: median(results.map((r) => r.ttfbMs)), rss_mb_all_open: rss, chunks_delivered: events, chunks_expected: expected };
+  return { cpu_ms_per_10k_chunks: (cpu / events) * 10_000, ttfb_under_load_ms: median(results.map((r) => r.ttfbMs).filter((x) => x >= 0)), rss_mb_all_open: rss, chunks_delivered: events, chunks_expected: expected };
 }
 
 async function fast(t: Target, n: number, tokens: number): Promise<Figures> {
@@ -244,7 +254,7 @@ async function fast(t: Target, n: number, tokens: number): Promise<Figures> {
 async function idleTtfb(t: Target, count: number): Promise<Figures> {
   const ttfbs: number[] = [];
   for (let i = 0; i < count; i++) ttfbs.push((await oneStream(t.port, 1, 0)).ttfbMs);
-  return { ttfb_idle_ms: median(ttfbs) };
+  return { ttfb_idle_ms: median(ttfbs.filter((x) => x >= 0)) };
 }
 
 async function plain(t: Target, concurrency: number, total: number): Promise<Figures> {
@@ -270,7 +280,9 @@ async function main(): Promise<void> {
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
 
   const gwPort = await freePort();
-  const gw = run(process.execPath, [path.join(ROOT, 'dist/main.js')], {
+  // GATEWAY_NODE_FLAGS lets a run compare V8 settings (e.g. --max-semi-space-size) side by side.
+  const gwFlags = (process.env.GATEWAY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const gw = run(process.execPath, [...gwFlags, path.join(ROOT, 'dist/main.js')], {
     PORT: String(gwPort),
     HOST: '127.0.0.1',
     VLLM_URL: `http://127.0.0.1:${upPort}`,
@@ -313,7 +325,9 @@ async function main(): Promise<void> {
     for (const [name, fn] of scenarios) {
       for (const t of round % 2 ? targets : [...targets].reverse()) {
         if (Date.now() > DEADLINE) throw new Error('benchmark exceeded its 15 minute bound');
-        const figs = await fn(t);
+        freshAgent();
+        failures = 0;
+        const figs = { ...(await fn(t)), failed_requests: failures };
         for (const [k, v] of Object.entries(figs)) ((samples[name] ??= {})[k] ??= {})[t.name] = [...(samples[name]![k]![t.name] ?? []), v];
       }
     }
