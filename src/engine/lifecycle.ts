@@ -384,7 +384,7 @@ export class EngineLifecycle extends EventEmitter {
     if (this.state !== 'falling_asleep') throw new LifecycleError('unavailable', `sleep interrupted: the engine is ${this.state}`, 5000);
     const left = this.d.inflight.forwarded;
     if (!drained) this.log.warn({ in_flight: left, timeout_s: this.d.opts.sleepDrainTimeoutMs / 1000 }, 'sleep drain timed out: telling vLLM mode=abort');
-    // mode exists from vLLM 0.17 (PR #34528); older builds reject nothing but ignore it, so send it only there.
+    // `mode` exists from vLLM 0.17 (PR #34528): only send it to versions that have it.
     const mode = versionAtLeast(this.version, '0.17.0') ? (drained ? 'wait' : 'abort') : undefined;
     try {
       await this.d.client.sleep(level, mode, SLEEP_CALL_MS);

@@ -4,7 +4,7 @@ import type { Handler } from 'hono';
 import { z } from 'zod';
 import { badRequest } from '../errors.ts';
 import type { Transition } from '../engine/lifecycle.ts';
-import { readBody } from '../proxy/body.ts';
+import { parseJsonBody, readBody } from '../proxy/body.ts';
 import type { AppDeps, Env } from './types.ts';
 
 const sleepBody = z.object({ level: z.union([z.literal(1), z.literal(2), z.literal('1'), z.literal('2')]).optional() }).loose();
@@ -15,12 +15,7 @@ async function optionalJson(d: AppDeps, c: Parameters<Handler<Env>>[0]): Promise
   const declared = incoming.headers['content-length'];
   if (!incoming.headers['transfer-encoding'] && (declared === undefined || declared === '0')) return undefined;
   const raw = (await readBody(incoming, Math.min(d.config.maxBodyBytes, 65_536))).toString('utf8').trim();
-  if (!raw) return undefined;
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw badRequest('request body is not valid JSON');
-  }
+  return raw ? parseJsonBody(raw) : undefined;
 }
 
 export function sleepRoute(d: AppDeps): Handler<Env> {

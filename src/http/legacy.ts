@@ -2,7 +2,7 @@
 import type { Handler } from 'hono';
 import { z } from 'zod';
 import { badRequest, GatewayError } from '../errors.ts';
-import { readBody } from '../proxy/body.ts';
+import { parseJsonBody, readBody } from '../proxy/body.ts';
 import { RelayAbort, shutdownError } from '../proxy/forward.ts';
 import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import { normalizeErrorBody, transportError } from '../proxy/upstream-errors.ts';
@@ -20,14 +20,7 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
     const incoming = c.env.incoming;
     const out = c.env.outgoing;
     const ticket = begin(d, out, true);
-    const raw = await readBody(incoming, d.config.maxBodyBytes);
-    let json: unknown;
-    try {
-      json = JSON.parse(raw.toString('utf8'));
-    } catch {
-      throw badRequest('request body is not valid JSON');
-    }
-    const parsed = inferenceBody.safeParse(json);
+    const parsed = inferenceBody.safeParse(parseJsonBody(await readBody(incoming, d.config.maxBodyBytes)));
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       const param = issue.path.join('.') || null;

@@ -1,6 +1,6 @@
 // Reads a request body into memory, never past MAX_BODY_BYTES.
 import type { IncomingMessage } from 'node:http';
-import { GatewayError } from '../errors.ts';
+import { badRequest, GatewayError } from '../errors.ts';
 
 export class ClientGoneError extends Error {}
 
@@ -49,4 +49,13 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('error', onError);
     req.on('close', onClose);
   });
+}
+
+/** A request body as JSON, or the gateway's 400. */
+export function parseJsonBody(body: Buffer | string): unknown {
+  try {
+    return JSON.parse(typeof body === 'string' ? body : body.toString('utf8'));
+  } catch {
+    throw badRequest('request body is not valid JSON');
+  }
 }

@@ -255,18 +255,7 @@ export class SimEngine extends EventEmitter {
   async sleep(level: number, mode: SleepMode): Promise<void> {
     this.stats.sleep_calls.push({ level, mode, inflight: this.admitted, at: Date.now() });
     // sleep = pause_scheduler(mode) then executor.sleep(level) (core.py, PR #34528)
-    if (mode === 'keep') {
-      this.scheduler = 'paused_all';
-    } else {
-      this.scheduler = 'paused_new';
-      if (mode === 'abort') {
-        const n = this.abortAll('sleep');
-        if (n) this.log('INFO', 'core.py:640', `Aborted ${n} in-flight requests before sleeping.`);
-      } else if (this.admitted > 0) {
-        this.log('INFO', 'core.py:633', 'Waiting for in-flight requests to complete before sleeping...');
-        await this.waitIdle();
-      }
-    }
+    await this.pauseScheduler(mode);
     if (level < 1) return; // level 0: pause only
     if (this.sleepingTags.size > 0) {
       this.log('WARNING', 'abstract.py:211', 'Executor is already sleeping.');
@@ -310,8 +299,20 @@ export class SimEngine extends EventEmitter {
     this.stats.reload_weights_calls++;
   }
 
-  pauseScheduler(mode: SleepMode): Promise<void> {
-    return this.sleep(0, mode);
+  /** `/pause` and the first half of `/sleep`: abort, wait for, or freeze what is in flight. */
+  async pauseScheduler(mode: SleepMode): Promise<void> {
+    if (mode === 'keep') {
+      this.scheduler = 'paused_all';
+      return;
+    }
+    this.scheduler = 'paused_new';
+    if (mode === 'abort') {
+      const n = this.abortAll('sleep');
+      if (n) this.log('INFO', 'core.py:640', `Aborted ${n} in-flight requests before sleeping.`);
+    } else if (this.admitted > 0) {
+      this.log('INFO', 'core.py:633', 'Waiting for in-flight requests to complete before sleeping...');
+      await this.waitIdle();
+    }
   }
 
   resumeScheduler(): void {
