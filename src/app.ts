@@ -1,17 +1,21 @@
-// createApp(deps): the Hono app with every route of the contract. It never listens.
+// requestListener(deps): the Node request listener with every route of the contract. /v1/* in origin form
+// goes straight to the relay; everything else is the Hono app. It never listens.
+import { getRequestListener } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { Hono } from 'hono';
 import { KeySet } from './auth.ts';
 import { GatewayError } from './errors.ts';
 import { eventsRoute, sleepRoute, wakeRoute } from './http/admin.ts';
 import { inferenceRoute } from './http/legacy.ts';
-import { concurrencyLimit, requestContext, requireAdmin, requireApiKey } from './http/middleware.ts';
-import { asGatewayError } from './http/respond.ts';
+import { adminRefusal, apiKeyRefusal, concurrencyRefusal, refuseWith, requestContext } from './http/middleware.ts';
+import { classifyError, closesConnection, writeError } from './http/respond.ts';
+import { scopeOpener, type OpenScope, type RequestScope } from './http/scope.ts';
 import { backendRoute, healthRoute, metricsRoute, rootRoute } from './http/status.ts';
 import type { AppDeps, Env } from './http/types.ts';
-import { relayV1 } from './http/v1.ts';
+import { relayV1, type V1Handler } from './http/v1.ts';
+import type { Logger } from './logger.ts';
 import { canonicalPath, INVALID_PATH, rawPathOf } from './paths.ts';
-import { ClientGoneError } from './proxy/body.ts';
-import { LifecycleError } from './engine/lifecycle.ts';
 
 export type { AppDeps } from './http/types.ts';
 
@@ -27,16 +31,56 @@ const ROUTES: Record<string, string[]> = {
   '/inference': ['POST'],
 };
 
-export function createApp(d: AppDeps): Hono<Env> {
+const INTERNAL = { error: { message: 'internal gateway error', type: 'internal_error', param: null, code: 'internal_error' } };
+
+/**
+ * The hot path skips the framework: Hono's request and context objects cost more per request than the
+ * rest of a /v1 relay's own work (see the README's Performance section). Only origin-form targets that are
+ * already canonical under /v1/ take it; every other spelling goes through Hono, which routes the
+ * canonical path to the same handler.
+ */
+export function requestListener(d: AppDeps): RequestListener {
+  const apiKeys = new KeySet(d.config.apiKeys);
+  const open = scopeOpener(d);
+  const v1 = relayV1(d, apiKeys);
+  const hono = getRequestListener(createApp(d, apiKeys, open, v1).fetch);
+  return function listener(req, res) {
+    const url = req.url ?? '';
+    if (url.startsWith('/v1/')) {
+      const q = url.indexOf('?');
+      const raw = q < 0 ? url : url.slice(0, q);
+      if (canonicalPath(raw) === raw) return serveV1(d, v1, req, res, open(req, res, raw));
+    }
+    return hono(req, res);
+  };
+}
+
+async function serveV1(d: AppDeps, v1: V1Handler, req: IncomingMessage, res: ServerResponse, scope: RequestScope): Promise<void> {
+  try {
+    await v1(req, res, scope);
+  } catch (err) {
+    const e = classifyError(err, d.lifecycle.state);
+    if (e === 'gone') return; // nobody is listening; the access log says 499
+    if (!e) logUnexpected(d.log, err, scope.path);
+    if (res.headersSent || res.destroyed) return;
+    if (e && closesConnection(e)) res.setHeader('connection', 'close');
+    if (e) return writeError(res, e);
+    const body = JSON.stringify(INTERNAL);
+    res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+  }
+}
+
+const logUnexpected = (log: Logger, err: unknown, path: string) => log.error({ err: (err as Error)?.stack ?? String(err), path }, 'unexpected error');
+
+export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope, v1: V1Handler): Hono<Env> {
   // Routing sees the canonical path: no spelling of an admin path reaches anything it does not name.
   const app = new Hono<Env>({ getPath: (req) => canonicalPath(rawPathOf(req.url)) });
-  const apiKeys = new KeySet(d.config.apiKeys);
   const admin = new KeySet(d.config.adminToken ? [d.config.adminToken] : []);
-  const api = requireApiKey(apiKeys);
-  const adminAuth = requireAdmin(admin, apiKeys);
-  const limit = concurrencyLimit(d);
+  const api = refuseWith((c) => apiKeyRefusal(apiKeys, c.env.incoming.headers));
+  const adminAuth = refuseWith((c) => adminRefusal(admin, apiKeys, c.env.incoming.headers));
+  const limit = refuseWith(() => concurrencyRefusal(d));
 
-  app.use(requestContext(d));
+  app.use(requestContext(open));
 
   app.get('/', rootRoute(d));
   app.get('/health', healthRoute(d));
@@ -46,7 +90,10 @@ export function createApp(d: AppDeps): Hono<Env> {
   app.post('/wake', adminAuth, wakeRoute(d));
   app.get('/events', adminAuth, eventsRoute(d));
   app.post('/inference', api, limit, inferenceRoute(d));
-  app.all('/v1/*', api, limit, relayV1(d));
+  app.all('/v1/*', async (c) => {
+    await v1(c.env.incoming, c.env.outgoing, c.get('scope'));
+    return RESPONSE_ALREADY_SENT;
+  });
 
   app.notFound((c) => {
     const path = c.req.path;
@@ -60,16 +107,14 @@ export function createApp(d: AppDeps): Hono<Env> {
   });
 
   app.onError((err, c) => {
-    const e = asGatewayError(err, d.lifecycle.state);
+    const e = classifyError(err, d.lifecycle.state);
+    if (e === 'gone') return c.body(null, 499 as 400); // nobody is listening
     if (e) {
-      if (e.status === 413) c.header('connection', 'close');
+      if (closesConnection(e)) c.header('connection', 'close');
       return c.json(e.body(), e.status as 400, e.headers());
     }
-    if (err instanceof ClientGoneError || (err instanceof LifecycleError && err.kind === 'aborted')) {
-      return c.body(null, 499 as 400); // nobody is listening
-    }
-    d.log.error({ err: err.stack ?? String(err), path: c.req.path }, 'unexpected error');
-    return c.json({ error: { message: 'internal gateway error', type: 'internal_error', param: null, code: 'internal_error' } }, 500);
+    logUnexpected(d.log, err, c.req.path);
+    return c.json(INTERNAL, 500);
   });
 
   return app;

@@ -1,5 +1,5 @@
 // Composition root: the only module that reads process.env, installs signal handlers or exits.
-import { createApp } from './app.ts';
+import { requestListener } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { vllmArgv, vllmEnv } from './engine/args.ts';
 import { EngineClient } from './engine/client.ts';
@@ -59,8 +59,7 @@ async function main(): Promise<void> {
   lifecycle.on('restart', () => metrics.restarts.inc());
 
   const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS });
-  const app = createApp({ config, log, lifecycle, inflight, forwarder, client, metrics });
-  const server = createServer(app, limitsFor(config.clientTimeoutMs));
+  const server = createServer(requestListener({ config, log, lifecycle, inflight, forwarder, client, metrics }), limitsFor(config.clientTimeoutMs));
   const idle = new IdleSleeper(lifecycle, inflight, config.idleSleepMs, config.sleepLevel, log.child({ component: 'idle' }));
 
   let stopping: Promise<number> | undefined;

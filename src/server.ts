@@ -1,12 +1,9 @@
 // Building the Node server for the app and listening are separate steps (tests may do only the first).
-import { createAdaptorServer } from '@hono/node-server';
-import { STATUS_CODES, type Server } from 'node:http';
+import { createServer as createHttpServer, STATUS_CODES, type RequestListener, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { envelope } from './errors.ts';
 import { requestIdOf } from './proxy/headers.ts';
 import type { AddressInfo } from 'node:net';
-import type { Hono } from 'hono';
-import type { Env } from './http/types.ts';
 
 export interface ServerLimits {
   /** The whole request (headers and body) must arrive within this; a trickling client cannot hold a slot. */
@@ -31,16 +28,16 @@ export function limitsFor(clientTimeoutMs: number): ServerLimits {
   };
 }
 
-export function createServer(app: Hono<Env>, limits: ServerLimits = DEFAULT_LIMITS): Server {
-  const server = createAdaptorServer({
-    fetch: app.fetch,
-    // requestTimeout is only enforced when Node checks its connections (30 s by default): check often enough.
-    serverOptions: {
+export function createServer(listener: RequestListener, limits: ServerLimits = DEFAULT_LIMITS): Server {
+  const server = createHttpServer(
+    {
       maxHeaderSize: limits.maxHeaderSize,
       noDelay: true,
+      // requestTimeout is only enforced when Node checks its connections (30 s by default): check often enough.
       connectionsCheckingInterval: Math.max(250, Math.min(30_000, Math.floor(limits.requestTimeoutMs / 4))),
     },
-  }) as Server;
+    listener,
+  );
   server.on('clientError', answerClientError);
   server.requestTimeout = limits.requestTimeoutMs;
   server.headersTimeout = limits.headersTimeoutMs;

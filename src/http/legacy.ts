@@ -30,7 +30,7 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
     await admit(d, out, false);
     ticket.forwarded();
     const model = d.lifecycle.servedModel ?? d.config.model;
-    c.set('model', model);
+    c.get('scope').model = model;
     const upstreamBody: Record<string, unknown> = { messages: [{ role: 'user', content: p.prompt }] };
     if (model) upstreamBody.model = model;
     if (p.max_new_tokens !== undefined) upstreamBody.max_tokens = p.max_new_tokens;
@@ -45,7 +45,7 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
       const res = await d.forwarder.pool.request({
         method: 'POST',
         path: d.forwarder.upstreamPath('/v1/chat/completions'),
-        headers: { ...upstreamRequestHeaders({}, c.get('requestId'), d.config.vllmApiKey), 'content-type': 'application/json' },
+        headers: { ...upstreamRequestHeaders({}, c.get('scope').id, d.config.vllmApiKey), 'content-type': 'application/json' },
         body: JSON.stringify(upstreamBody),
         signal: ac.signal,
       });

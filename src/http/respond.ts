@@ -1,6 +1,7 @@
 // Writing the gateway's own answers, through Hono or straight to the Node response.
 import type { ServerResponse } from 'node:http';
 import { GatewayError } from '../errors.ts';
+import { ClientGoneError } from '../proxy/body.ts';
 import { LifecycleError, type EngineState } from '../engine/lifecycle.ts';
 
 /** Lifecycle refusals as HTTP: the engine layer names what happened, this picks the status. */
@@ -22,11 +23,16 @@ export function fromLifecycle(e: LifecycleError, state: EngineState): GatewayErr
   }
 }
 
-export function asGatewayError(e: unknown, state: EngineState): GatewayError | undefined {
+/** What a thrown error becomes: an answer, `'gone'` when nobody is listening any more, or undefined for a bug. */
+export function classifyError(e: unknown, state: EngineState): GatewayError | 'gone' | undefined {
   if (e instanceof GatewayError) return e;
+  if (e instanceof ClientGoneError || (e instanceof LifecycleError && e.kind === 'aborted')) return 'gone';
   if (e instanceof LifecycleError) return fromLifecycle(e, state);
   return undefined;
 }
+
+/** A 413 is answered before the body was read: the connection cannot be reused. */
+export const closesConnection = (e: GatewayError) => e.status === 413;
 
 /** For handlers that own the Node response (the relay, SSE). */
 export function writeError(out: ServerResponse, e: GatewayError): void {

@@ -5,7 +5,8 @@ import type { Inflight } from '../engine/inflight.ts';
 import type { EngineLifecycle } from '../engine/lifecycle.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import type { Forwarder, RelayResult } from '../proxy/forward.ts';
+import type { Forwarder } from '../proxy/forward.ts';
+import type { RequestScope } from './scope.ts';
 
 export interface AppDeps {
   config: Readonly<Config>;
@@ -19,5 +20,5 @@ export interface AppDeps {
 
 export type Env = {
   Bindings: HttpBindings;
-  Variables: { requestId: string; relay?: RelayResult; model?: string };
+  Variables: { scope: RequestScope };
 };

@@ -1,12 +1,15 @@
-// /v1/*: everything vLLM's OpenAI API serves, relayed as it comes.
-import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import type { Handler } from 'hono';
+// /v1/*: everything vLLM's OpenAI API serves, relayed as it comes. A plain Node handler, so that the hot
+// path can skip the framework (see app.ts); Hono reaches it too, for the spellings only it canonicalises.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { KeySet } from '../auth.ts';
 import { rawQueryOf } from '../paths.ts';
 import { readBody } from '../proxy/body.ts';
 import { newRelayResult } from '../proxy/forward.ts';
 import { admit, begin } from './admission.ts';
+import { apiKeyRefusal, concurrencyRefusal } from './middleware.ts';
+import type { RequestScope } from './scope.ts';
 import { writeError } from './respond.ts';
-import type { AppDeps, Env } from './types.ts';
+import type { AppDeps } from './types.ts';
 
 const MODEL_KEY = Buffer.from('"model"');
 
@@ -21,19 +24,21 @@ export function modelOf(body: Buffer): string | undefined {
   return m ? m[1] : undefined;
 }
 
-export function relayV1(d: AppDeps): Handler<Env> {
-  return async function relayV1(c) {
-    const incoming = c.env.incoming;
-    const out = c.env.outgoing;
-    const method = c.req.method;
-    const ticket = begin(d, out, method === 'POST');
-    const body = method === 'GET' || method === 'HEAD' ? null : await readBody(incoming, d.config.maxBodyBytes);
-    if (body) c.set('model', modelOf(body));
-    await admit(d, out, method === 'GET' || method === 'HEAD');
+export type V1Handler = (req: IncomingMessage, res: ServerResponse, scope: RequestScope) => Promise<void>;
+
+/** Credentials and the concurrency limit, then the body, admission (waiting for the engine) and the relay. Throws refusals. */
+export function relayV1(d: AppDeps, apiKeys: KeySet): V1Handler {
+  return async function relayV1(req, res, scope) {
+    const refused = apiKeyRefusal(apiKeys, req.headers) ?? concurrencyRefusal(d);
+    if (refused) throw refused;
+    const method = req.method ?? 'GET';
+    const passive = method === 'GET' || method === 'HEAD';
+    const ticket = begin(d, res, method === 'POST');
+    const body = passive ? null : await readBody(req, d.config.maxBodyBytes);
+    if (body) scope.model = modelOf(body);
+    await admit(d, res, passive);
     ticket.forwarded();
-    const relay = newRelayResult();
-    c.set('relay', relay);
-    await d.forwarder.forward(incoming, out, method, c.req.path + rawQueryOf(incoming.url ?? ''), body, c.get('requestId'), (e) => writeError(out, e), relay);
-    return RESPONSE_ALREADY_SENT;
+    scope.relay = newRelayResult();
+    await d.forwarder.forward(req, res, method, scope.path + rawQueryOf(req.url ?? ''), body, scope.id, writeError, scope.relay);
   };
 }
