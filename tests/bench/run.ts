@@ -129,6 +129,12 @@ http {
   return { proc, port };
 }
 
+function productionNodeFlags(): string[] {
+  const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(fs.readFileSync(path.join(ROOT, 'hf-space/Dockerfile'), 'utf8'));
+  const argv = cmd ? (JSON.parse(cmd[1]!) as string[]) : [];
+  return argv.filter((a) => a.startsWith('--'));
+}
+
 function cpuMs(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -280,8 +286,8 @@ async function main(): Promise<void> {
   await waitHttp(`http://127.0.0.1:${upPort}/health`);
 
   const gwPort = await freePort();
-  // GATEWAY_NODE_FLAGS lets a run compare V8 settings (e.g. --max-semi-space-size) side by side.
-  const gwFlags = (process.env.GATEWAY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  // The Node flags production runs with (the Space's CMD); GATEWAY_NODE_FLAGS overrides them to compare V8 settings.
+  const gwFlags = process.env.GATEWAY_NODE_FLAGS !== undefined ? process.env.GATEWAY_NODE_FLAGS.split(' ').filter(Boolean) : productionNodeFlags();
   const gw = run(process.execPath, [...gwFlags, path.join(ROOT, 'dist/main.js')], {
     PORT: String(gwPort),
     HOST: '127.0.0.1',
@@ -337,7 +343,8 @@ async function main(): Promise<void> {
   const stats = (xs: number[] | undefined) => (xs?.length ? { median: median(xs), min: Math.min(...xs), max: Math.max(...xs) } : undefined);
   const fmt = (s: ReturnType<typeof stats>) => (s ? `${s.median.toFixed(s.median < 10 ? 2 : 0)} [${s.min.toFixed(s.min < 10 ? 2 : 0)}–${s.max.toFixed(s.max < 10 ? 2 : 0)}]` : '–');
   const rows: Record<string, unknown>[] = [];
-  console.log(`\nvllm-gateway benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'cpu'}), Node ${process.version}, ${ROUNDS} round(s), median [min–max]\n`);
+  console.log(`\nvllm-gateway benchmark — gateway flags: ${gwFlags.join(' ') || '(none)'}`);
+  console.log(`vllm-gateway benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'cpu'}), Node ${process.version}, ${ROUNDS} round(s), median [min–max]\n`);
   for (const [scenario, metrics] of Object.entries(samples)) {
     console.log(scenario);
     for (const [metric, byTarget] of Object.entries(metrics)) {
@@ -365,7 +372,7 @@ async function main(): Promise<void> {
   const outDir = path.join(ROOT, 'bench-results');
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  fs.writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, rounds: ROUNDS, quick: QUICK, rows }, null, 2));
+  fs.writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, rounds: ROUNDS, quick: QUICK, gateway_flags: gwFlags, rows }, null, 2));
   console.log(`\nresults written to ${path.relative(ROOT, file)}`);
 }
 

@@ -51,7 +51,8 @@ test('Dockerfile: pinned bases, reset vLLM entrypoint, tini exec form, user 1000
   assert.match(entry[0]!, /tini$/);
   const cmd = JSON.parse(finalStage.find((i) => i.op === 'CMD')!.args) as string[];
   assert.equal(cmd[0], 'node', 'exec form: the gateway is tini\'s child, not a shell\'s');
-  assert.equal(cmd[1], 'dist/main.js', 'the compiled build runs in production');
+  assert.equal(cmd.at(-1), 'dist/main.js', 'the compiled build runs in production');
+  assert.ok(cmd.slice(1, -1).every((f) => f.startsWith('--')), 'only Node flags between node and the script');
   assert.equal(finalStage.filter((i) => i.op === 'USER').at(-1)!.args, '1000');
   assert.ok(finalStage.some((i) => i.op === 'EXPOSE' && i.args === '7860'));
   assert.ok(ins.some((i) => i.op === 'RUN' && /npm ci --omit=dev/.test(i.args)));
