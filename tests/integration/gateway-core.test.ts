@@ -258,8 +258,11 @@ describe('gateway: engine failure and restart', () => {
     const gw = await gateway({ env: { VLLM_SIM_TOKEN_MS: '20', VLLM_SIM_GPU_LOCK_FILE: lock } });
     const apiPid = (await gw.backend()).child_pid as number;
     const enginePid = (await gw.simStats()).engine_pid as number;
-    const pending = postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: 500, ignore_eos: true, stream: true });
-    await waitFor('streaming', async () => (await gw.simStats()).inflight === 1);
+    let firstChunk!: () => void;
+    const streaming = new Promise<void>((resolve) => (firstChunk = resolve));
+    const body = JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 500, ignore_eos: true, stream: true });
+    const pending = raw(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, onFirstChunk: firstChunk });
+    await streaming; // the 200 is out: what follows is a stream breaking mid-way
     process.kill(apiPid, 'SIGKILL');
     const r = await pending;
     assert.equal(r.status, 200);

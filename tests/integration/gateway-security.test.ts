@@ -38,6 +38,24 @@ describe('gateway: credentials', () => {
     assert.equal((await postJson(`${gw.url}/v1/chat/completions`, chatBody, { 'x-api-key': 'other-key' })).status, 200);
   });
 
+  test('every spelling of a /v1 path is served alike: the fast path (canonical ones) and Hono (the rest)', async () => {
+    const body = JSON.stringify({ model: 'sim/test-model', ...chatBody });
+    const spellings = ['/v1/chat/completions', '/v1/./chat/completions', '//v1/chat/completions', '/v1/chat%2Fcompletions', 'http://x/v1/chat/completions'];
+    for (const [i, path] of spellings.entries()) {
+      for (const [auth, want] of [['', 401], [`Authorization: Bearer ${API_KEY}\r\n`, 200]] as const) {
+        const id = `spelling-${want}-${i}`;
+        const r = await rawExchange(
+          gw.port,
+          `POST ${path} HTTP/1.1\r\nHost: x\r\n${auth}X-Request-Id: ${id}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+        assert.equal(r.status, want, `${path} without/with a key`);
+        assert.match(r.text, new RegExp(`\r\nx-request-id: ${id}\r\n`, 'i'), path);
+        assert.match(r.text, want === 401 ? /\r\nwww-authenticate: Bearer/i : /"completion_tokens":2/, path);
+        await gw.proc.waitOutput(new RegExp(`"request_id":"${id}","method":"POST","path":"/v1/chat/completions","status":${want}`));
+      }
+    }
+  });
+
   test('admin routes: an API key is 403, the admin token works, nothing is 401', async () => {
     const withKey = await raw(`${gw.url}/sleep`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}` } });
     assert.equal(withKey.status, 403);
@@ -122,6 +140,7 @@ describe('gateway: limits', () => {
     const big = JSON.stringify({ messages: [{ role: 'user', content: 'x'.repeat(5000) }] });
     const r = await postJson(`${gw.url}/v1/chat/completions`, JSON.parse(big));
     assert.equal(r.status, 413);
+    assert.equal(r.headers.connection, 'close', 'the unread body makes the connection unusable');
     assert.equal(JSON.parse(r.body).error.code, 'request_too_large');
     const chunk = 'y'.repeat(1500);
     const chunked = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`;
