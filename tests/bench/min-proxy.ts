@@ -11,7 +11,9 @@ http
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      pool.request({ method: req.method as 'GET', path: req.url!, headers: { 'content-type': req.headers['content-type'] ?? 'application/json' }, body: chunks.length ? Buffer.concat(chunks) : null }).then(
+      // Every end-to-end header goes upstream (the upstream reads x-bench-chunk-ms from them), as in any relay.
+      const { host: _h, connection: _c, 'content-length': _l, 'transfer-encoding': _t, 'keep-alive': _k, ...headers } = req.headers;
+      pool.request({ method: req.method as 'GET', path: req.url!, headers: headers as Record<string, string>, body: chunks.length ? Buffer.concat(chunks) : null }).then(
         (up) => {
           res.writeHead(up.statusCode, { 'content-type': String(up.headers['content-type'] ?? '') });
           up.body.pipe(res);
