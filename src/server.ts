@@ -45,10 +45,17 @@ export function createServer(listener: RequestListener, limits: ServerLimits = D
   return server;
 }
 
+/**
+ * Node's default accept queue is 511: a burst of more new connections (a thousand clients opening streams
+ * at once) overflows it, the kernel drops the SYNs and those clients wait a second or more to retry. The
+ * kernel caps this at net.core.somaxconn.
+ */
+const LISTEN_BACKLOG = 4096;
+
 export function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve(server.address() as AddressInfo);
     });

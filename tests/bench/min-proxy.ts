@@ -22,4 +22,4 @@ http
       );
     });
   })
-  .listen(port, '127.0.0.1');
+  .listen({ port, host: '127.0.0.1', backlog: 4096 }); // as the gateway's and nginx's

@@ -59,7 +59,8 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 5000;
-server.listen(port, '127.0.0.1', () => {
+// uvicorn's default accept queue (2048): a thousand streams opening at once must not overflow it.
+server.listen({ port, host: '127.0.0.1', backlog: 2048 }, () => {
   process.stdout.write(`listening ${(server.address() as { port: number }).port}\n`);
 });
 process.on('SIGTERM', () => process.exit(0));
