@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { credentialOf, KeySet } from '../../src/auth.ts';
+import { adminRefusal, apiKeyRefusal } from '../../src/http/middleware.ts';
 import { vllmArgv, vllmEnv } from '../../src/engine/args.ts';
 import { canonicalPath, INVALID_PATH, rawPathOf, rawQueryOf } from '../../src/paths.ts';
 import { downstreamResponseHeaders, requestIdOf, upstreamRequestHeaders } from '../../src/proxy/headers.ts';
@@ -32,6 +33,26 @@ test('credentials: Bearer (any case) or x-api-key; constant-time set membership'
   assert.equal(keys.has('k3'), false);
   assert.equal(keys.has(''), false);
   assert.equal(new KeySet([]).empty, true);
+});
+
+test('refusals: API keys on /v1, the admin token (or, without one, any API key) on admin routes', () => {
+  const none = new KeySet([]);
+  const keys = new KeySet(['user-key']);
+  const admin = new KeySet(['admin-token']);
+  const bearer = (k: string) => ({ authorization: `Bearer ${k}` });
+  assert.equal(apiKeyRefusal(none, {}), undefined, 'no API_KEYS: open');
+  assert.equal(apiKeyRefusal(keys, {})?.status, 401);
+  assert.equal(apiKeyRefusal(keys, bearer('nope'))?.status, 401);
+  assert.equal(apiKeyRefusal(keys, bearer('user-key')), undefined);
+  assert.equal(apiKeyRefusal(keys, { 'x-api-key': 'user-key' }), undefined);
+  assert.equal(adminRefusal(none, none, {}), undefined, 'neither set: open');
+  assert.equal(adminRefusal(none, keys, bearer('user-key')), undefined, 'no ADMIN_TOKEN: an API key will do');
+  assert.equal(adminRefusal(none, keys, bearer('nope'))?.status, 401);
+  assert.equal(adminRefusal(admin, keys, bearer('admin-token')), undefined);
+  assert.equal(adminRefusal(admin, keys, bearer('user-key'))?.status, 403, 'an API key is not the admin token');
+  assert.equal(adminRefusal(admin, keys, bearer('nope'))?.status, 401);
+  assert.equal(adminRefusal(admin, none, {})?.status, 401);
+  assert.equal(apiKeyRefusal(keys, {})?.headers()['www-authenticate'], 'Bearer realm="vllm-gateway"');
 });
 
 test('vLLM command line and environment of the contract', () => {
