@@ -76,7 +76,8 @@ export class Forwarder {
   /**
    * Relays one request through undici's dispatch API: vLLM's chunks are written to the Node response as
    * they arrive (no intermediate stream objects), and the upstream read pauses while the client is slow.
-   * Never rejects: failures are answered through `onError` or ended in-stream, and reported in the result.
+   * Never rejects: failures are answered through `onError` or ended in-stream, and reported in `result`,
+   * which is filled in as the relay goes (the access log reads it even if the client leaves first).
    */
   forward(
     incoming: IncomingMessage,
@@ -86,7 +87,7 @@ export class Forwarder {
     body: Buffer | null,
     requestId: string,
     onError: (out: ServerResponse, e: GatewayError) => void,
-    result: RelayResult = newRelayResult(),
+    result: RelayResult,
   ): Promise<RelayResult> {
     return new Promise<RelayResult>((resolve) => {
       const relay = new Relay(this.active, outgoing, requestId, onError, result, resolve);

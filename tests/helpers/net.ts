@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import net from 'node:net';
 import http from 'node:http';
 
@@ -60,6 +61,13 @@ export function sseData(body: string): string[] {
     .split('\n\n')
     .filter((e) => e.startsWith('data: '))
     .map((e) => e.slice(6));
+}
+
+/** The last event of an SSE body, parsed, after checking that the stream ended with `data: [DONE]`. */
+export function lastEventBeforeDone(body: string): any {
+  const data = sseData(body);
+  assert.equal(data.at(-1), '[DONE]');
+  return JSON.parse(data.at(-2)!);
 }
 
 /**

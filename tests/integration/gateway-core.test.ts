@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 import { abortAfterChunks, GATEWAY_MAIN, gatewayFactory, type Gateway } from '../helpers/gateway.ts';
-import { postJson, raw, sseData } from '../helpers/net.ts';
+import { lastEventBeforeDone, postJson, raw } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { startProcess } from '../helpers/procs.ts';
 import { startSim } from '../helpers/sim.ts';
@@ -266,9 +266,7 @@ describe('gateway: engine failure and restart', () => {
     process.kill(apiPid, 'SIGKILL');
     const r = await pending;
     assert.equal(r.status, 200);
-    const data = sseData(r.body);
-    assert.equal(data.at(-1), '[DONE]');
-    const err = JSON.parse(data.at(-2)!);
+    const err = lastEventBeforeDone(r.body);
     assert.equal(typeof err.error.message, 'string');
     // The broken stream can arrive before the gateway sees the exit: wait for the restart itself.
     await waitFor('restarted and ready', async () => {
