@@ -9,7 +9,7 @@ const API_PROCESS_UP = new Set(['sleeping', 'falling_asleep', 'waking']);
 
 export function begin(d: AppDeps, out: ServerResponse, isActivity: boolean): Ticket {
   const ticket = d.inflight.begin(isActivity);
-  out.once('close', ticket.end);
+  out.on('close', ticket.end); // emitted once: `on` spares `once`'s wrapper
   return ticket;
 }
 

@@ -27,7 +27,7 @@ export function scopeOpener(d: AppDeps): OpenScope {
     const scope: RequestScope = { id: requestIdOf(req.headers['x-request-id']), path };
     res.setHeader('x-request-id', scope.id);
     if (d.lifecycle.state === 'draining') res.setHeader('connection', 'close');
-    res.once('close', () => {
+    res.on('close', () => { // emitted once: `on` spares `once`'s wrapper
       const ms = performance.now() - t0;
       const route = routeLabel(path);
       const relay = scope.relay;

@@ -137,7 +137,7 @@ class Relay implements Dispatcher.DispatchHandler {
     private readonly result: RelayResult,
     private readonly resolve: (r: RelayResult) => void,
   ) {
-    out.once('close', this.onClose);
+    out.on('close', this.onClose); // emitted once; `once` would allocate a wrapper per request
     active.add(this);
   }
 
