@@ -3,7 +3,7 @@ import type { Handler } from 'hono';
 import { z } from 'zod';
 import { badRequest, GatewayError } from '../errors.ts';
 import { parseJsonBody, readBody } from '../proxy/body.ts';
-import { RelayAbort, shutdownError } from '../proxy/forward.ts';
+import { shutdownError } from '../proxy/forward.ts';
 import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import { normalizeErrorBody, transportError } from '../proxy/upstream-errors.ts';
 import { admit, begin } from './admission.ts';
@@ -36,9 +36,8 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
     if (p.max_new_tokens !== undefined) upstreamBody.max_tokens = p.max_new_tokens;
     if (p.temperature !== undefined) upstreamBody.temperature = p.temperature;
     const ac = new AbortController();
-    const onClose = () => ac.abort(new RelayAbort('client_gone', 'the client went away'));
+    const onClose = () => ac.abort();
     out.once('close', onClose);
-    const untrack = d.forwarder.track((reason) => ac.abort(reason));
     let status: number;
     let text: string;
     try {
@@ -52,13 +51,11 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
       status = res.statusCode;
       text = await res.body.text();
     } catch (e) {
-      const reason: unknown = ac.signal.reason;
-      if (reason instanceof RelayAbort && reason.why === 'shutdown') throw shutdownError();
-      if (ac.signal.aborted) return c.body(null, 499 as 400);
+      if (ac.signal.aborted) return c.body(null, 499 as 400); // the client left: nobody reads an answer
+      if (d.forwarder.shutdownAbort) throw shutdownError(); // the drain deadline cut it (abortAll)
       throw transportError(e);
     } finally {
       out.off('close', onClose);
-      untrack();
     }
     if (status >= 400) return c.body(normalizeErrorBody(status, text), status as 400, { 'content-type': 'application/json' });
     let completion: { model?: string; usage?: unknown; choices?: { message?: { content?: string | null } }[] };
