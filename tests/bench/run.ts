@@ -2,7 +2,7 @@
 // interleaved, on loopback, each figure the median of several rounds with min–max. Prints a table of
 // figures and ratios, and writes the results as JSON (bench-results/) for comparing runs.
 //
-//   npm run bench [-- --rounds 3] [-- --quick]
+//   npm run bench [-- --rounds 3] [-- --quick] [-- --only plain]   (--only: scenarios whose name starts so)
 import { execSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -20,6 +20,7 @@ const opt = (name: string, dflt: number) => {
 };
 const QUICK = flag('--quick');
 const ROUNDS = opt('--rounds', QUICK ? 1 : 3);
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 // Paced streams last 50 chunks (5 s), like a short real answer: with 10-chunk streams the per-chunk figure
 // was mostly each stream's set-up (two connections, one request), which the per-request figures measure.
 const SIZES = QUICK
@@ -327,12 +328,15 @@ async function main(): Promise<void> {
   await waitHttp(`http://127.0.0.1:${minPort}/health`);
   targets.push({ name: 'node-min', port: minPort, pid: min.pid! });
 
-  const scenarios: [string, (t: Target) => Promise<Figures>][] = [
+  type Scenario = [string, (t: Target) => Promise<Figures>];
+  const all: Scenario[] = [
     [`paced: ${SIZES.paced} streams × ${SIZES.pacedTokens} chunks at 100 ms`, (t) => paced(t, SIZES.paced, SIZES.pacedTokens, 100)],
     [`fast: ${SIZES.fast} streams × ${SIZES.fastTokens} chunks, full speed`, (t) => fast(t, SIZES.fast, SIZES.fastTokens)],
     [`idle: ${SIZES.idle} sequential streams`, (t) => idleTtfb(t, SIZES.idle)],
     ...([1, 32, 256] as const).map((c) => [`plain: non-streaming at concurrency ${c}`, (t: Target) => plain(t, c, SIZES.plain[c])] as [string, (t: Target) => Promise<Figures>]),
   ];
+  const scenarios = all.filter(([name]) => !ONLY || name.startsWith(ONLY));
+  if (!scenarios.length) throw new Error(`--only ${ONLY}: no scenario's name starts so (paced, fast, idle, plain)`);
 
   // Warm every path once (JIT, connection pools) before measuring.
   for (const t of targets) {
@@ -368,6 +372,16 @@ async function main(): Promise<void> {
       const isCpuOrRss = metric.startsWith('cpu') || metric.startsWith('rss');
       let ratio = '';
       if (g && n && n.median > 0) ratio += `  gateway/nginx ${(g.median / n.median).toFixed(2)}×`;
+      // Each round measures the targets back to back, so a round's ratio is immune to the machine's slow
+      // spells that move a whole round: the median of those ratios is the steadier figure.
+      const perRound = (other: string) => {
+        const a = byTarget.gateway ?? [];
+        const b = byTarget[other] ?? [];
+        const rs = a.map((x, i) => x / b[i]!).filter((r) => Number.isFinite(r) && r > 0);
+        return rs.length > 1 ? ` ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : '';
+      };
+      if (isCpuOrRss && byTarget.nginx) ratio += `; per round: /nginx${perRound('nginx')}`;
+      if (isCpuOrRss && byTarget['node-min']) ratio += `, /node-min${perRound('node-min')}`;
       if (metric.startsWith('ttfb') && d && g) {
         const addG = g.median - d.median;
         ratio += `  added: gateway ${addG.toFixed(2)} ms`;
@@ -380,7 +394,7 @@ async function main(): Promise<void> {
         .filter((k) => byTarget[k])
         .map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
       console.log(`  ${metric.padEnd(26)} ${cells.join('  ')}${ratio}`);
-      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']) });
+      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']), samples: byTarget });
     }
   }
   const outDir = path.join(ROOT, 'bench-results');
