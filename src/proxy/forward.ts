@@ -97,18 +97,15 @@ export class Forwarder {
   ): Promise<RelayResult> {
     return new Promise<RelayResult>((resolve) => {
       const relay = new Relay(this, outgoing, requestId, onError, result, resolve);
-      if (this.stopped) {
-        onError(outgoing, shutdownError());
-        return relay.finish('shutdown');
-      }
       try {
         this.pool.dispatch(
           { method: method as Dispatcher.HttpMethod, path: this.upstreamPath(pathAndQuery), headers: upstreamRequestHeaders(incoming.headers, requestId, this.opts.vllmApiKey), body },
           relay,
         );
       } catch (e) {
-        onError(outgoing, transportError(e));
-        relay.finish('other');
+        // A destroyed pool (after abortAll) refuses at once; admission turns requests away before that.
+        onError(outgoing, this.stopped ? shutdownError() : transportError(e));
+        relay.finish(this.stopped ? 'shutdown' : 'other');
       }
     });
   }

@@ -75,6 +75,30 @@ describe('gateway: graceful shutdown', () => {
     assert.match(gw.proc.output(), /drain deadline reached/);
   });
 
+  test('a request whose body completes after the drain deadline is answered 503 with Retry-After, not relayed', async () => {
+    const gw = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '1', ENGINE_STOP_TIMEOUT_SECONDS: '3' } });
+    const body = JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 5 });
+    const sock = net.connect(gw.port, '127.0.0.1');
+    let text = '';
+    sock.setEncoding('utf8').on('data', (d: string) => (text += d));
+    sock.on('error', () => {});
+    try {
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+      await waitFor('the upload counted in flight', async () => (await gw.backend()).in_flight === 1, 5000);
+      process.kill(gw.proc.pid, 'SIGTERM');
+      // Logged as the gateway cuts what is still running; the upload's request is still in flight then.
+      await gw.proc.waitOutput(/drain deadline reached/, 5000);
+      sock.write(body.slice(10));
+      await waitFor('an answer', () => /\r\n\r\n\{.*\}\}$/s.test(text), 5000);
+      assert.match(text, /^HTTP\/1\.1 503 /);
+      assert.match(text, /"code":"shutting_down"/);
+      assert.match(text, /\r\nretry-after: \d+\r\n/i);
+    } finally {
+      sock.destroy();
+    }
+    assert.equal((await gw.proc.exited).code, 0);
+  });
+
   test('SIGTERM while sleeping: vLLM is stopped without waking it', async () => {
     const gw = await gateway();
     const childPgid = (await gw.backend()).child_pid as number;
