@@ -71,9 +71,10 @@ async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
 }
 
 function run(cmd: string, argv: string[], env: Record<string, string> = {}): ChildProcess {
-  const c = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Standard output to /dev/null, like nginx's access log: read here, every line of the gateway's access log
+  // would be work for the load client, which is this process.
+  const c = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(c);
-  c.stdout!.resume();
   let err = '';
   c.stderr!.on('data', (d) => (err = (err + d).slice(-2000)));
   c.once('exit', (code) => {
@@ -153,7 +154,7 @@ function rssMb(pid: number): number {
 // ---- load -------------------------------------------------------------------------------------
 
 interface Target {
-  name: 'direct' | 'gateway' | 'nginx' | 'node-min';
+  name: 'direct' | 'gateway' | 'nginx' | 'node-min' | 'node-raw';
   port: number;
   pid?: number; // the proxy process whose CPU and memory are measured
 }
@@ -327,6 +328,11 @@ async function main(): Promise<void> {
   const min = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench/min-proxy.ts'), String(minPort), `http://127.0.0.1:${upPort}`]);
   await waitHttp(`http://127.0.0.1:${minPort}/health`);
   targets.push({ name: 'node-min', port: minPort, pid: min.pid! });
+  // Below any HTTP relay: bytes piped between two sockets, what a Node relay costs with no parsing at all.
+  const rawPort = await freePort();
+  const raw = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench/raw-relay.ts'), String(rawPort), `http://127.0.0.1:${upPort}`]);
+  await waitHttp(`http://127.0.0.1:${rawPort}/health`);
+  targets.push({ name: 'node-raw', port: rawPort, pid: raw.pid! });
 
   type Scenario = [string, (t: Target) => Promise<Figures>];
   const all: Scenario[] = [
@@ -380,8 +386,10 @@ async function main(): Promise<void> {
         const rs = a.map((x, i) => x / b[i]!).filter((r) => Number.isFinite(r) && r > 0);
         return rs.length > 1 ? ` ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : '';
       };
-      if (isCpuOrRss && byTarget.nginx) ratio += `; per round: /nginx${perRound('nginx')}`;
-      if (isCpuOrRss && byTarget['node-min']) ratio += `, /node-min${perRound('node-min')}`;
+      if (isCpuOrRss && ROUNDS > 1) {
+        const others = ['nginx', 'node-min', 'node-raw'].filter((k) => byTarget[k]);
+        ratio += `; per round: ${others.map((k) => `/${k}${perRound(k)}`).join(', ')}`;
+      }
       if (metric.startsWith('ttfb') && d && g) {
         const addG = g.median - d.median;
         ratio += `  added: gateway ${addG.toFixed(2)} ms`;
@@ -390,11 +398,11 @@ async function main(): Promise<void> {
           ratio += `, nginx ${addN.toFixed(2)} ms (${addN > 0 ? (addG / addN).toFixed(2) : '∞'}×)`;
         }
       } else if (!isCpuOrRss && d && g && d.median > 0) ratio += `  gateway/direct ${(g.median / d.median).toFixed(2)}×`;
-      const cells = (isCpuOrRss ? ['gateway', 'nginx', 'node-min'] : ['direct', 'gateway', 'nginx', 'node-min'])
+      const cells = (isCpuOrRss ? ['gateway', 'nginx', 'node-min', 'node-raw'] : ['direct', 'gateway', 'nginx', 'node-min', 'node-raw'])
         .filter((k) => byTarget[k])
         .map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
       console.log(`  ${metric.padEnd(26)} ${cells.join('  ')}${ratio}`);
-      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']), samples: byTarget });
+      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']), node_raw: stats(byTarget['node-raw']), samples: byTarget });
     }
   }
   const outDir = path.join(ROOT, 'bench-results');
