@@ -14,7 +14,6 @@ import { scopeOpener, type OpenScope, type RequestScope } from './http/scope.ts'
 import { backendRoute, healthRoute, metricsRoute, rootRoute } from './http/status.ts';
 import type { AppDeps, Env } from './http/types.ts';
 import { relayV1, type V1Handler } from './http/v1.ts';
-import type { Logger } from './logger.ts';
 import { canonicalPath, INVALID_PATH, rawPathOf } from './paths.ts';
 
 export type { AppDeps } from './http/types.ts';
@@ -59,21 +58,24 @@ async function serveV1(d: AppDeps, v1: V1Handler, req: IncomingMessage, res: Ser
   try {
     await v1(req, res, scope);
   } catch (err) {
-    const e = classifyError(err, d.lifecycle.state);
-    if (e === 'gone') return; // nobody is listening; the access log says 499
-    if (!e) logUnexpected(d.log, err, scope.path);
-    if (res.headersSent || res.destroyed) return;
-    if (!e) {
-      const body = JSON.stringify(INTERNAL);
-      res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
-      return;
-    }
-    if (closesConnection(e)) res.setHeader('connection', 'close');
-    writeError(res, e);
+    answerThrown(d, err, res, scope.path);
   }
 }
 
-const logUnexpected = (log: Logger, err: unknown, path: string) => log.error({ err: (err as Error)?.stack ?? String(err), path }, 'unexpected error');
+/** What a route threw, as the answer, for both entry points: its refusal, nothing if the client left, a 500 for a bug. */
+function answerThrown(d: AppDeps, err: unknown, res: ServerResponse, path: string): void {
+  const e = classifyError(err, d.lifecycle.state);
+  if (e === 'gone') return; // nobody is listening; the access log says 499
+  if (!e) d.log.error({ err: (err as Error)?.stack ?? String(err), path }, 'unexpected error');
+  if (res.headersSent || res.destroyed) return;
+  if (!e) {
+    const body = JSON.stringify(INTERNAL);
+    res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+    return;
+  }
+  if (closesConnection(e)) res.setHeader('connection', 'close');
+  writeError(res, e);
+}
 
 export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope, v1: V1Handler): Hono<Env> {
   // Routing sees the canonical path: no spelling of an admin path reaches anything it does not name.
@@ -103,21 +105,15 @@ export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope, v1: V1Ha
     if (path === INVALID_PATH) throw new GatewayError(400, 'invalid_path', 'the request path is not valid (bad percent-encoding or forbidden characters)', 'invalid_request_error');
     const allowed = ROUTES[path];
     if (allowed) {
-      c.header('allow', allowed.join(', '));
+      c.env.outgoing.setHeader('allow', allowed.join(', ')); // the error is written to the Node response
       throw new GatewayError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${path}; use ${allowed.join(' or ')}`, 'invalid_request_error');
     }
     throw new GatewayError(404, 'route_not_found', `no route ${c.req.method} ${path.length > 200 ? path.slice(0, 200) + '…' : path}`, 'not_found_error');
   });
 
   app.onError((err, c) => {
-    const e = classifyError(err, d.lifecycle.state);
-    if (e === 'gone') return c.body(null, 499 as 400); // nobody is listening
-    if (e) {
-      if (closesConnection(e)) c.header('connection', 'close');
-      return c.json(e.body(), e.status as 400, e.headers());
-    }
-    logUnexpected(d.log, err, c.req.path);
-    return c.json(INTERNAL, 500);
+    answerThrown(d, err, c.env.outgoing, c.req.path);
+    return RESPONSE_ALREADY_SENT;
   });
 
   return app;

@@ -147,7 +147,7 @@ class Relay implements Dispatcher.DispatchHandler {
     out.on('close', this.onClose); // emitted once; `once` would allocate a wrapper per request
   }
 
-  abort(reason: RelayAbort): void {
+  private abort(reason: RelayAbort): void {
     if (this.aborted) return;
     this.aborted = reason;
     this.controller?.abort(reason);

@@ -153,6 +153,9 @@ function rssMb(pid: number): number {
 
 // ---- load -------------------------------------------------------------------------------------
 
+/** What the gateway is compared with, besides a direct connection. */
+const REFERENCES = ['nginx', 'node-min', 'node-raw'] as const;
+
 interface Target {
   name: 'direct' | 'gateway' | 'nginx' | 'node-min' | 'node-raw';
   port: number;
@@ -323,23 +326,23 @@ async function main(): Promise<void> {
     targets.push({ name: 'nginx', port: ng.port, pid: ng.proc.pid! });
   }
   void up;
-  // The thinnest possible Node relay, as a floor for what any Node gateway can cost.
-  const minPort = await freePort();
-  const min = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench/min-proxy.ts'), String(minPort), `http://127.0.0.1:${upPort}`]);
-  await waitHttp(`http://127.0.0.1:${minPort}/health`);
-  targets.push({ name: 'node-min', port: minPort, pid: min.pid! });
+  const nodeReference = async (name: Target['name'], script: string) => {
+    const port = await freePort();
+    const proc = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench', script), String(port), `http://127.0.0.1:${upPort}`]);
+    await waitHttp(`http://127.0.0.1:${port}/health`);
+    targets.push({ name, port, pid: proc.pid! });
+  };
+  // The thinnest possible Node HTTP relay, as a floor for what any Node gateway can cost.
+  await nodeReference('node-min', 'min-proxy.ts');
   // Below any HTTP relay: bytes piped between two sockets, what a Node relay costs with no parsing at all.
-  const rawPort = await freePort();
-  const raw = run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'tests/bench/raw-relay.ts'), String(rawPort), `http://127.0.0.1:${upPort}`]);
-  await waitHttp(`http://127.0.0.1:${rawPort}/health`);
-  targets.push({ name: 'node-raw', port: rawPort, pid: raw.pid! });
+  await nodeReference('node-raw', 'raw-relay.ts');
 
   type Scenario = [string, (t: Target) => Promise<Figures>];
   const all: Scenario[] = [
     [`paced: ${SIZES.paced} streams × ${SIZES.pacedTokens} chunks at 100 ms`, (t) => paced(t, SIZES.paced, SIZES.pacedTokens, 100)],
     [`fast: ${SIZES.fast} streams × ${SIZES.fastTokens} chunks, full speed`, (t) => fast(t, SIZES.fast, SIZES.fastTokens)],
     [`idle: ${SIZES.idle} sequential streams`, (t) => idleTtfb(t, SIZES.idle)],
-    ...([1, 32, 256] as const).map((c) => [`plain: non-streaming at concurrency ${c}`, (t: Target) => plain(t, c, SIZES.plain[c])] as [string, (t: Target) => Promise<Figures>]),
+    ...([1, 32, 256] as const).map((c): Scenario => [`plain: non-streaming at concurrency ${c}`, (t) => plain(t, c, SIZES.plain[c])]),
   ];
   const scenarios = all.filter(([name]) => !ONLY || name.startsWith(ONLY));
   if (!scenarios.length) throw new Error(`--only ${ONLY}: no scenario's name starts so (paced, fast, idle, plain)`);
@@ -387,8 +390,7 @@ async function main(): Promise<void> {
         return rs.length > 1 ? ` ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : '';
       };
       if (isCpuOrRss && ROUNDS > 1) {
-        const others = ['nginx', 'node-min', 'node-raw'].filter((k) => byTarget[k]);
-        ratio += `; per round: ${others.map((k) => `/${k}${perRound(k)}`).join(', ')}`;
+        ratio += `; per round: ${REFERENCES.filter((k) => byTarget[k]).map((k) => `/${k}${perRound(k)}`).join(', ')}`;
       }
       if (metric.startsWith('ttfb') && d && g) {
         const addG = g.median - d.median;
@@ -398,7 +400,7 @@ async function main(): Promise<void> {
           ratio += `, nginx ${addN.toFixed(2)} ms (${addN > 0 ? (addG / addN).toFixed(2) : '∞'}×)`;
         }
       } else if (!isCpuOrRss && d && g && d.median > 0) ratio += `  gateway/direct ${(g.median / d.median).toFixed(2)}×`;
-      const cells = (isCpuOrRss ? ['gateway', 'nginx', 'node-min', 'node-raw'] : ['direct', 'gateway', 'nginx', 'node-min', 'node-raw'])
+      const cells = [...(isCpuOrRss ? [] : ['direct']), 'gateway', ...REFERENCES]
         .filter((k) => byTarget[k])
         .map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
       console.log(`  ${metric.padEnd(26)} ${cells.join('  ')}${ratio}`);
