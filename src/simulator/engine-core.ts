@@ -20,12 +20,20 @@ const log = createVllmLog('EngineCore_DP0');
 const cfg = JSON.parse(process.env.VLLM_SIM_ENGINE_CONFIG ?? '{}') as EngineCoreConfig;
 const hold = setInterval(() => {}, 1 << 30);
 
+// A zombie has already released its GPU memory (the driver frees a context when the process exits,
+// not when it is reaped), and an orphan is reaped by PID 1 only when PID 1 gets round to it: seconds
+// later under some container inits. So a zombie holder does not hold the lock.
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return !fs.existsSync('/proc/self');
   }
 }
 
