@@ -4,7 +4,6 @@ import { z } from 'zod';
 import { badRequest, GatewayError } from '../errors.ts';
 import { parseJsonBody, readBody } from '../proxy/body.ts';
 import { shutdownError } from '../proxy/forward.ts';
-import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import { normalizeErrorBody, transportError } from '../proxy/upstream-errors.ts';
 import { admit, begin } from './admission.ts';
 import type { AppDeps, Env } from './types.ts';
@@ -41,15 +40,7 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
     let status: number;
     let text: string;
     try {
-      const res = await d.forwarder.pool.request({
-        method: 'POST',
-        path: d.forwarder.upstreamPath('/v1/chat/completions'),
-        headers: { ...upstreamRequestHeaders({}, c.get('scope').id, d.config.vllmApiKey), 'content-type': 'application/json' },
-        body: JSON.stringify(upstreamBody),
-        signal: ac.signal,
-      });
-      status = res.statusCode;
-      text = await res.body.text();
+      ({ status, text } = await d.forwarder.requestJson('/v1/chat/completions', c.get('scope').id, upstreamBody, ac.signal));
     } catch (e) {
       if (ac.signal.aborted) return c.body(null, 499 as 400); // the client left: nobody reads an answer
       if (d.forwarder.shutdownAbort) throw shutdownError(); // the drain deadline cut it (abortAll)

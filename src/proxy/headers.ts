@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
-// RFC 9110 §7.6.1 plus the de-facto ones; `host` and `content-length` are set by undici for the new hop.
+// RFC 9110 §7.6.1 plus the de-facto ones; `host` and `content-length` are set anew for the new hop.
 const HOP_BY_HOP = new Set([
   'connection',
   'keep-alive',

@@ -1,8 +1,10 @@
 // Everything that can go wrong between the gateway and vLLM, mapped in one place.
 import { envelope, GatewayError } from '../errors.ts';
 
-const UNREACHABLE = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
-const TIMEOUT = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+// Socket errors keep their errno code; the relay's own (proxy/upstream.ts) are UPSTREAM_*.
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+const TIMEOUT = new Set(['UPSTREAM_HEADERS_TIMEOUT', 'UPSTREAM_BODY_TIMEOUT']);
+const LOST = new Set(['UPSTREAM_CLOSED', 'ECONNRESET', 'EPIPE']);
 
 export type UpstreamErrorKind = 'unreachable' | 'timeout' | 'connection_lost' | 'other';
 
@@ -10,7 +12,7 @@ export function transportErrorKind(e: unknown): UpstreamErrorKind {
   const code = (e as { code?: string })?.code ?? '';
   if (UNREACHABLE.has(code)) return 'unreachable';
   if (TIMEOUT.has(code)) return 'timeout';
-  if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED') return 'connection_lost';
+  if (LOST.has(code)) return 'connection_lost';
   return 'other';
 }
 

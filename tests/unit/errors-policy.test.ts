@@ -15,8 +15,8 @@ test('OpenAI envelope and retry headers capped at 60 s', () => {
 test('transport errors: refused → 503, timeouts → 504, broken → 502', () => {
   assert.equal(transportError({ code: 'ECONNREFUSED' }).status, 503);
   assert.ok(transportError({ code: 'ECONNREFUSED' }).retryAfterMs);
-  assert.equal(transportError({ code: 'UND_ERR_HEADERS_TIMEOUT' }).status, 504);
-  assert.equal(transportError({ code: 'UND_ERR_SOCKET' }).status, 502);
+  assert.equal(transportError({ code: 'UPSTREAM_HEADERS_TIMEOUT' }).status, 504);
+  assert.equal(transportError({ code: 'UPSTREAM_CLOSED' }).status, 502);
   assert.equal(transportError(new Error('weird')).status, 502);
 });
 
