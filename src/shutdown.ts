@@ -65,7 +65,7 @@ export async function shutdown(d: ShutdownDeps, reason: string, hurry: AbortSign
   } else {
     log.info('attach mode: the external vLLM is left running');
   }
-  await d.forwarder.close();
+  d.forwarder.close();
   log.info({ total_ms: Date.now() - t0, engine_ms: Date.now() - t1, exit_code: code }, 'shutdown complete');
   return code;
 }

@@ -1,5 +1,5 @@
 // Typed calls to vLLM's control surface (vllm-contract §2.1, §3): each with its own deadline.
-import { Pool } from 'undici';
+import { UpstreamPool } from '../proxy/upstream.ts';
 
 export class EngineHttpError extends Error {
   constructor(
@@ -27,15 +27,20 @@ export interface EngineClientOptions {
 
 export type SleepMode = 'wait' | 'abort';
 
+/** The longest any call may take (a weights reload); each call's own deadline is shorter or equal. */
+const RELOAD_LIMIT_MS = 600_000;
+
 export class EngineClient {
-  private readonly pool: Pool;
+  private readonly pool: UpstreamPool;
   private readonly prefix: string;
 
   constructor(private readonly opts: EngineClientOptions) {
     const url = new URL(opts.baseUrl);
     this.prefix = url.pathname.replace(/\/+$/, '');
-    // Idle sockets are dropped before uvicorn's 5 s keep-alive closes them under us.
-    this.pool = new Pool(url.origin, { connections: 8, keepAliveTimeout: 4000, keepAliveMaxTimeout: 4000 });
+    // The relay's HTTP/1.1 client, its own pool: the control path's calls never queue behind streams, and
+    // undici is not loaded at all (its index alone is about 19 MB of RSS). Each call has its own deadline;
+    // idle sockets are dropped before uvicorn's 5 s keep-alive closes them under us.
+    this.pool = new UpstreamPool(url.origin, { timeoutMs: RELOAD_LIMIT_MS, keepAliveMs: 4000 });
   }
 
   private async call(what: string, method: 'GET' | 'POST', path: string, timeoutMs: number, body?: unknown): Promise<{ status: number; text: string }> {
@@ -43,17 +48,11 @@ export class EngineClient {
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.opts.apiKey && path.startsWith('/v1')) headers.authorization = `Bearer ${this.opts.apiKey}`;
     try {
-      const res = await this.pool.request({
-        method,
-        path: this.prefix + path,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      const text = await res.body.text();
-      return { status: res.statusCode, text };
+      const res = await this.pool.request(
+        { method, path: this.prefix + path, headers, body: body === undefined ? null : Buffer.from(JSON.stringify(body)) },
+        AbortSignal.timeout(timeoutMs),
+      );
+      return { status: res.status, text: res.body.toString('utf8') };
     } catch (e) {
       if (e instanceof EngineHttpError) throw e;
       throw new EngineUnreachableError(what, e);
@@ -136,7 +135,7 @@ export class EngineClient {
     }
   }
 
-  async close(): Promise<void> {
-    await this.pool.close().catch(() => {});
+  close(): void {
+    this.pool.close();
   }
 }
