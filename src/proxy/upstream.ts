@@ -89,7 +89,10 @@ class Connection {
   private left = 0;
   private raw = false;
   private readonly scanner = new ChunkedScanner();
-  /** Raw mode: bytes after the last complete chunk, held until the chunk is whole. */
+  /**
+   * Raw mode: bytes after the last complete chunk, held until the chunk is whole. vLLM's SSE chunks are one
+   * event each, a few hundred bytes; a vLLM on loopback is trusted not to send one of unbounded size.
+   */
   private held: Buffer | null = null;
   private readonly deliverPayload = (data: Buffer) => this.deliver(data);
   private readonly onRead = (n: number): boolean => {
@@ -281,10 +284,12 @@ class Connection {
   }
 
   private onEnd(): void {
-    if (this.ex && this.headDone && this.framing.kind === 'close') {
+    if (!this.ex) {
+      this.socket.destroy(); // vLLM closed an idle connection: no request may be sent on it now
+    } else if (this.headDone && this.framing.kind === 'close') {
       this.reusable = false;
       this.complete();
-    } else if (this.ex) {
+    } else {
       this.fail(new UpstreamError('UPSTREAM_CLOSED', 'vLLM closed the connection before its response was complete'));
     }
   }
@@ -349,7 +354,7 @@ export class UpstreamPool {
   start(ex: Exchange): void {
     ex.attempts++;
     let conn: Connection | undefined;
-    while ((conn = this.idle.pop()) && (conn.socket.destroyed || conn.ex)) {
+    while ((conn = this.idle.pop()) && (!conn.socket.writable || conn.ex)) {
       /* closed while idle: skip it */
     }
     if (!conn) {

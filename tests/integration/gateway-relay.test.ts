@@ -2,6 +2,7 @@
 // reads, framing broken mid-chunk, malformed heads, every body framing, HTTP/1.0 clients, connection reuse.
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
@@ -24,7 +25,19 @@ const COMPLETION = JSON.stringify({
 });
 const lengthAnswer = (extra = '') => `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${COMPLETION.length}\r\n${extra}\r\n${COMPLETION}`;
 
+const FLOOD = { chunks: 32_000, written: 0 }; // 1 KB events: 32 MB, more than loopback's socket buffers hold
+
 const scripts: Record<string, Script> = {
+  flood: async (_req, sock) => {
+    FLOOD.written = 0;
+    const event = sseChunk('x'.repeat(1000));
+    sock.write(SSE_HEAD);
+    for (let i = 0; i < FLOOD.chunks; i++) {
+      FLOOD.written++;
+      if (!sock.write(event)) await once(sock, 'drain');
+    }
+    sock.write(sseChunk('[DONE]') + '0\r\n\r\n');
+  },
   // Three bytes a write, a timer apart: the gateway reads chunks in pieces, size lines included.
   split: async (_req, sock) => {
     for (let i = 0; i < STREAM.length; i += 3) {
@@ -123,6 +136,31 @@ describe('gateway: the relay against a scripted vLLM', () => {
     assert.equal(data[0], chatChunk('first'));
     assert.equal(data.at(-1), '[DONE]');
     assert.equal(JSON.parse(data.at(-2)!).error.code, 'engine_stream_broken');
+  });
+
+  test('a client that stops reading stops vLLM\'s writes (backpressure), and then gets every byte', async () => {
+    const body = JSON.stringify(chat);
+    const s = net.connect(gw.port, '127.0.0.1');
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\nx-script: flood\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+    s.pause();
+    // Once the buffers between are full, vLLM's side stalls: the count stops moving well short of the end.
+    let last = -1;
+    for (let i = 0; i < 100 && FLOOD.written !== last; i++) {
+      last = FLOOD.written;
+      await pause(100);
+    }
+    assert.ok(FLOOD.written < FLOOD.chunks * 0.75, `vLLM wrote ${FLOOD.written} of ${FLOOD.chunks} events to a client that reads nothing`);
+    let events = 0;
+    let tail = '';
+    s.on('data', (c: Buffer) => {
+      const t = tail + c.toString('latin1');
+      events += t.split('data: ').length - 1;
+      tail = t.slice(-5); // shorter than 'data: ': a match is never counted twice
+    });
+    s.resume();
+    await once(s, 'end');
+    assert.equal(FLOOD.written, FLOOD.chunks);
+    assert.equal(events, FLOOD.chunks + 1, 'every event and [DONE]');
   });
 
   test('a malformed response head is a 502 in the OpenAI envelope', async () => {
