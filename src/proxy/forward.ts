@@ -179,7 +179,13 @@ class Relay implements ExchangeHandler {
     }
     const type = head.headers['content-type'];
     this.result.streamed = typeof type === 'string' && type.startsWith('text/event-stream');
-    this.out.writeHead(status, downstreamResponseHeaders(head.headers, this.requestId));
+    try {
+      this.out.writeHead(status, downstreamResponseHeaders(head.headers, this.requestId));
+    } catch (e) {
+      // Node validates each header as it sets it: take back those set before the one it refused.
+      for (const name of this.out.getHeaderNames()) if (name !== 'x-request-id' && name !== 'connection') this.out.removeHeader(name);
+      throw e;
+    }
     this.headersSent = true;
     // writeHead has decided the framing towards the client. Where Node chose chunked (an HTTP/1.1 client with
     // a body to get), vLLM's chunks go out as they came, framing and all, and Node adds none of its own; its

@@ -185,7 +185,13 @@ class Connection {
       }
       this.headDone = true;
       if (head.closes) this.reusable = false;
-      const wantRaw = ex.handler.onHead(head, this.framing);
+      let wantRaw: boolean;
+      try {
+        wantRaw = ex.handler.onHead(head, this.framing);
+      } catch (e) {
+        // A head the handler cannot use (a header value Node will not send on): a bad response, not a crash.
+        return this.fail(new UpstreamError('UPSTREAM_BAD_RESPONSE', `vLLM's response head was refused: ${(e as Error).message}`));
+      }
       if (this.ex !== ex) return; // the handler aborted
       this.raw = wantRaw && this.framing.kind === 'chunked';
       if (this.framing.kind === 'length') this.left = this.framing.length;

@@ -58,6 +58,8 @@ const scripts: Record<string, Script> = {
     sock.write('zz\r\nnot chunked at all\r\n');
   },
   'bad-head': (_req, sock) => void sock.write('HTTP/1.1 2x0 Nonsense\r\n\r\n'),
+  // A byte Node refuses to send in a header value: the gateway must answer, not crash on it.
+  'bad-header-value': (_req, sock) => void sock.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-odd: a\x01b\r\ncontent-length: 2\r\n\r\n{}`),
   length: (_req, sock) => void sock.write(lengthAnswer()),
   'length-close': (_req, sock) => void sock.write(lengthAnswer('connection: close\r\n')),
   'close-delimited': (_req, sock) => void sock.end(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n${COMPLETION}`),
@@ -163,10 +165,15 @@ describe('gateway: the relay against a scripted vLLM', () => {
     assert.equal(events, FLOOD.chunks + 1, 'every event and [DONE]');
   });
 
-  test('a malformed response head is a 502 in the OpenAI envelope', async () => {
-    const r = await post(gw.port, 'bad-head');
-    assert.equal(r.status, 502);
-    assert.equal(JSON.parse(r.body).error.code, 'engine_error');
+  test('a malformed response head, or one Node will not send on, is a 502 in the OpenAI envelope', async () => {
+    for (const script of ['bad-head', 'bad-header-value']) {
+      const r = await post(gw.port, script);
+      assert.equal(r.status, 502, script);
+      assert.equal(JSON.parse(r.body).error.code, 'engine_error', script);
+      assert.equal(r.headers['x-odd'], undefined, script);
+      assert.match(r.headers['content-type'] ?? '', /application\/json/, script);
+    }
+    assert.equal((await post(gw.port, 'length')).status, 200, 'and the gateway still serves');
   });
 
   test('length-delimited and close-delimited bodies pass unchanged', async () => {
