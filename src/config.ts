@@ -134,6 +134,7 @@ const schema = z.object({
     }),
   LOG_PRETTY: bool(false),
   CLIENT_TIMEOUT_SECONDS: seconds(120, 3600),
+  UPSTREAM_TIMEOUT_SECONDS: seconds(3600),
 });
 
 export type Env = z.output<typeof schema>;
@@ -167,6 +168,8 @@ export interface Config {
   logPretty: boolean;
   /** A client must send its whole request (headers and body) within this; a trickler cannot hold a slot. */
   clientTimeoutMs: number;
+  /** Longest silence from vLLM within a request; 0 = none. */
+  upstreamTimeoutMs: number;
 }
 
 /** Parses the environment; throws ConfigError with one line naming the variable. */
@@ -206,5 +209,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     logLevel: e.LOG_LEVEL,
     logPretty: e.LOG_PRETTY,
     clientTimeoutMs: ms(e.CLIENT_TIMEOUT_SECONDS),
+    upstreamTimeoutMs: ms(e.UPSTREAM_TIMEOUT_SECONDS),
   } satisfies Config);
 }

@@ -13,7 +13,6 @@ import { Forwarder } from './proxy/forward.ts';
 import { createServer, limitsFor, listen } from './server.ts';
 import { shutdown } from './shutdown.ts';
 
-const UPSTREAM_TIMEOUT_MS = 60 * 60_000;
 
 async function main(): Promise<void> {
   let config;
@@ -58,7 +57,7 @@ async function main(): Promise<void> {
   });
   lifecycle.on('restart', () => metrics.restarts.inc());
 
-  const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS });
+  const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: config.upstreamTimeoutMs });
   const server = createServer(requestListener({ config, log, lifecycle, inflight, forwarder, client, metrics }), limitsFor(config.clientTimeoutMs));
   const idle = new IdleSleeper(lifecycle, inflight, config.idleSleepMs, config.sleepLevel, log.child({ component: 'idle' }));
 

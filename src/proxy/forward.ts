@@ -250,7 +250,11 @@ class Relay implements ExchangeHandler {
     if (!this.headersSent) {
       this.answerError(this.out, shutdown ? shutdownError() : transportError(err));
     } else if (this.result.streamed && !this.out.destroyed) {
-      const msg = shutdown ? aborted!.message : `the stream from vLLM broke: ${(err as { code?: string }).code ?? err.message}; the engine may have crashed`;
+      const msg = shutdown
+        ? aborted!.message
+        : transportErrorKind(err) === 'timeout'
+          ? `${err.message} (UPSTREAM_TIMEOUT_SECONDS): the stream was ended`
+          : `the stream from vLLM broke: ${(err as { code?: string }).code ?? err.message}; the engine may have crashed`;
       const event = sseErrorEvent(msg, shutdown ? 'shutting_down' : 'engine_stream_broken');
       // Raw relays stop at a chunk boundary: the event is a chunk of its own, then the body ends.
       this.out.end(this.raw ? frameChunk(event) + LAST_CHUNK : event);

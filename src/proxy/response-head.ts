@@ -21,7 +21,6 @@ export interface ResponseHead {
 
 export const MAX_HEAD_BYTES = 64 * 1024;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/;
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Where the head ends in `buf` (just past its blank line), or -1 while it is incomplete. */
 export function headEnd(buf: Buffer): number {
@@ -31,17 +30,20 @@ export function headEnd(buf: Buffer): number {
 
 /** Parses a complete head: `buf` holds it from offset 0 to `end` (headEnd's answer). */
 export function parseHead(buf: Buffer, end: number): ResponseHead {
-  const lines = buf.toString('latin1', 0, end - 4).split('\r\n');
-  const m = STATUS_LINE.exec(lines[0]!);
-  if (!m) throw new ResponseHeadError(`not an HTTP/1.x status line: ${JSON.stringify(lines[0]!.slice(0, 80))}`);
+  const text = buf.toString('latin1', 0, end - 2);
+  let eol = text.indexOf('\r\n');
+  const m = STATUS_LINE.exec(text.slice(0, eol));
+  if (!m) throw new ResponseHeadError(`not an HTTP/1.x status line: ${JSON.stringify(text.slice(0, Math.min(eol, 80)))}`);
   const headers: Headers = Object.create(null) as Headers;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    const name = colon > 0 ? line.slice(0, colon) : '';
-    if (!HEADER_NAME.test(name)) throw new ResponseHeadError(`malformed header line: ${JSON.stringify(line.slice(0, 80))}`);
-    const key = name.toLowerCase();
-    const value = line.slice(colon + 1).trim();
+  // One pass over the lines, without a split or a regular expression per line (on the hot path per request).
+  for (let at = eol + 2; at < text.length; at = eol + 2) {
+    eol = text.indexOf('\r\n', at);
+    const colon = text.indexOf(':', at);
+    if (colon <= at || colon > eol || !isToken(text, at, colon)) {
+      throw new ResponseHeadError(`malformed header line: ${JSON.stringify(text.slice(at, Math.min(eol, at + 80)))}`);
+    }
+    const key = lowerAscii(text.slice(at, colon));
+    const value = text.slice(colon + 1, eol).trim();
     const prev = headers[key];
     if (prev === undefined) headers[key] = value;
     else if (Array.isArray(prev)) prev.push(value);
@@ -50,6 +52,27 @@ export function parseHead(buf: Buffer, end: number): ResponseHead {
   const connection = headers.connection;
   const closes = m[1] === '0' ? !hasToken(connection, 'keep-alive') : hasToken(connection, 'close');
   return { status: Number(m[2]), closes, headers, size: end };
+}
+
+// RFC 9110 §5.6.2 tchar, as a table.
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+
+function isToken(s: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 127 || TCHAR[c] === 0) return false;
+  }
+  return true;
+}
+
+/** Header names as uvicorn sends them are already lower case: no new string then. */
+function lowerAscii(name: string): string {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 65 && c <= 90) return name.toLowerCase();
+  }
+  return name;
 }
 
 function hasToken(value: string | string[] | undefined, token: string): boolean {

@@ -43,7 +43,7 @@ export interface ExchangeHandler {
 }
 
 export interface UpstreamPoolOptions {
-  /** Longest silence from vLLM while a request runs (before its head, or between body bytes). */
+  /** Longest silence from vLLM while a request runs (before its head, or between body bytes); 0 = none. Counted in keep-alive periods. */
   timeoutMs: number;
   /** Idle connections are closed after this: under uvicorn's 5 s keep-alive, so we close first. */
   keepAliveMs: number;
@@ -82,6 +82,8 @@ class Connection {
   ex: Exchange | null = null;
   served = 0;
   private reusable = true;
+  /** How long the running exchange has heard nothing, in whole keep-alive periods. */
+  private silentMs = 0;
   private gotBytes = false;
   private partialHead: Buffer | null = null;
   private framing: Framing = { kind: 'none' };
@@ -122,6 +124,10 @@ class Connection {
     this.socket.on('error', (e) => this.fail(e));
     this.socket.on('close', () => this.onClose());
     this.socket.on('timeout', () => this.onTimeout());
+    // One timer for the connection's life, at the keep-alive time, refreshed by Node on every read and write:
+    // idle, it closes the connection; busy, it counts silence up to the request timeout. Setting a timeout
+    // per request and per release allocated two timers per request.
+    this.socket.setTimeout(pool.opts.keepAliveMs);
   }
 
   send(ex: Exchange): void {
@@ -143,7 +149,7 @@ class Connection {
     if (body) head += `content-length: ${body.length}\r\n`;
     else if (method === 'POST' || method === 'PUT' || method === 'PATCH') head += 'content-length: 0\r\n';
     head += '\r\n';
-    this.socket.setTimeout(this.pool.opts.timeoutMs);
+    this.silentMs = 0;
     // Header values are latin1 strings (how Node's parser hands them over): latin1 writes their bytes back.
     if (body?.length) {
       this.socket.cork();
@@ -162,6 +168,7 @@ class Connection {
       return;
     }
     this.gotBytes = true;
+    this.silentMs = 0;
     if (!this.headDone) {
       const buf = this.partialHead ? Buffer.concat([this.partialHead, chunk]) : chunk;
       const end = headEnd(buf);
@@ -310,7 +317,13 @@ class Connection {
       this.socket.destroy(); // idle past the keep-alive time
       return;
     }
-    const s = Math.round(this.pool.opts.timeoutMs / 1000);
+    const { keepAliveMs, timeoutMs } = this.pool.opts;
+    this.silentMs += keepAliveMs;
+    if (timeoutMs === 0 || this.silentMs < timeoutMs) {
+      this.socket.setTimeout(keepAliveMs); // a timer that fired is armed again only by activity
+      return;
+    }
+    const s = Math.round(timeoutMs / 1000);
     this.fail(
       this.headDone
         ? new UpstreamError('UPSTREAM_BODY_TIMEOUT', `vLLM sent nothing for ${s} s in the middle of its response`)
@@ -319,7 +332,6 @@ class Connection {
   }
 
   idle(): void {
-    this.socket.setTimeout(this.pool.opts.keepAliveMs);
     this.socket.resume(); // a paused socket would not notice vLLM closing it
   }
 }

@@ -20,6 +20,8 @@ export interface ScriptedUpstream {
   url: string;
   requests: ScriptedRequest[];
   connections: number;
+  /** Connections that have closed (by either side), by number. */
+  closed: Set<number>;
   close(): void;
 }
 
@@ -27,13 +29,16 @@ const json = (sock: net.Socket, body: string, status = '200 OK') =>
   sock.write(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 
 export function startScriptedUpstream(script: Script): Promise<ScriptedUpstream> {
-  const up: ScriptedUpstream = { url: '', requests: [], connections: 0, close: () => server.close() };
+  const up: ScriptedUpstream = { url: '', requests: [], connections: 0, closed: new Set(), close: () => server.close() };
   const sockets = new Set<net.Socket>();
   const server = net.createServer((sock) => {
     sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => {});
     const connection = ++up.connections;
+    sock.on('close', () => {
+      sockets.delete(sock);
+      up.closed.add(connection);
+    });
+    sock.on('error', () => {});
     let onConnection = 0;
     let buf = Buffer.alloc(0);
     let busy = false;

@@ -7,6 +7,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
+import { waitFor } from '../helpers/poll.ts';
 import { sseData } from '../helpers/net.ts';
 import { chatChunk, SSE_HEAD, sseChunk, startScriptedUpstream, type Script, type ScriptedUpstream } from '../helpers/scripted-upstream.ts';
 
@@ -65,6 +66,8 @@ const scripts: Record<string, Script> = {
   'close-delimited': (_req, sock) => void sock.end(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n${COMPLETION}`),
   'drop-if-reused': (req, sock) => void (req.onConnection > 1 ? sock.destroy() : sock.write(lengthAnswer())),
   'drop-always': (_req, sock) => void sock.destroy(),
+  silent: () => {},
+  stall: (_req, sock) => void sock.write(SSE_HEAD + sseChunk(chatChunk('first'))),
 };
 
 const chat = { model: 'scripted', messages: [{ role: 'user' as const, content: 'x' }] };
@@ -228,5 +231,25 @@ describe('gateway: the relay against a scripted vLLM', () => {
     assert.equal(lost.status, 502);
     assert.equal(JSON.parse(lost.body).error.code, 'engine_connection_lost');
     assert.equal(lost.conns.length, 2, 'one retry, no more');
+  });
+
+  test('UPSTREAM_TIMEOUT_SECONDS: silence before the head is a 504, in mid-stream the error event; idle connections close after 4 s', async () => {
+    const quick = await gateway({ attachTo: up.url, env: { UPSTREAM_TIMEOUT_SECONDS: '1' } });
+    const t0 = Date.now();
+    const idle = (async () => {
+      await post(quick.port, 'length', chat, { 'x-request-id': 'idle-close' });
+      const conn = up.requests.find((q) => q.headers['x-request-id'] === 'idle-close')!.connection;
+      await waitFor('the idle connection to close', () => up.closed.has(conn), 15_000);
+      return Date.now() - t0;
+    })();
+    const [silent, stalled, idleMs] = await Promise.all([post(quick.port, 'silent'), post(quick.port, 'stall'), idle]);
+    assert.equal(silent.status, 504);
+    assert.equal(JSON.parse(silent.body).error.code, 'engine_timeout');
+    const data = sseData(stalled.body);
+    assert.equal(data[0], chatChunk('first'));
+    assert.equal(data.at(-1), '[DONE]');
+    assert.match(JSON.parse(data.at(-2)!).error.message, /vLLM sent nothing for 1 s in the middle of its response \(UPSTREAM_TIMEOUT_SECONDS\)/);
+    assert.ok(idleMs >= 3500, `an idle connection lives its keep-alive time (closed after ${idleMs} ms)`);
+    assert.ok(Date.now() - t0 < 12_000, 'a 1 s timeout is enforced within one 4 s period of granularity');
   });
 });
