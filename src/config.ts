@@ -58,6 +58,9 @@ const optionalString = z
   .optional()
   .transform((v) => (v && v.trim() ? v.trim() : undefined));
 
+// A value the gateway sends in a header line: a control character would end the line (header injection).
+const headerSafeString = optionalString.refine((v) => v === undefined || !/[\x00-\x1f\x7f]/.test(v), 'must not contain control characters');
+
 const schema = z.object({
   PORT: int(7860, 0, 65535),
   HOST: z.string().optional().transform((v) => (v && v.trim() ? v.trim() : '0.0.0.0')),
@@ -93,7 +96,7 @@ const schema = z.object({
       }
       return u.origin + u.pathname.replace(/\/+$/, '');
     }),
-  VLLM_API_KEY: optionalString,
+  VLLM_API_KEY: headerSafeString,
   API_KEYS: z
     .string()
     .optional()

@@ -58,6 +58,8 @@ test('every bad value names its variable', () => {
     MAX_CONCURRENT_REQUESTS: '-3',
     LOG_LEVEL: 'loud',
     DRAIN_TIMEOUT_SECONDS: 'soon',
+    UPSTREAM_TIMEOUT_SECONDS: 'never',
+    VLLM_API_KEY: 'key\r\nx-injected: 1',
   };
   for (const [k, v] of Object.entries(bad)) {
     assert.throws(() => loadConfig({ VLLM_MODEL: 'm', [k]: v }), (e: unknown) => e instanceof ConfigError && e.message.includes(k) && !e.message.includes('\n'), k);
