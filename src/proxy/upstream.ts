@@ -5,7 +5,8 @@
 // encodes it again (size line, data, CRLF: four buffers per chunk). With the same load side by side,
 // node:http + undici cost 1.6× a raw TCP relay per paced chunk, and the gateway the same (README,
 // Performance). This client parses only what a relay must see (the response head, and where chunks and
-// bodies end) and hands the rest over untouched. The control path (engine/client.ts) keeps undici.
+// bodies end) and hands the rest over untouched. The control path (engine/client.ts) uses it too, in a pool
+// of its own.
 import net from 'node:net';
 import tls from 'node:tls';
 import { ChunkedScanner } from './chunked.ts';
@@ -57,7 +58,6 @@ export class Exchange {
   ended = false;
 
   constructor(
-    readonly pool: UpstreamPool,
     readonly spec: RequestSpec,
     readonly handler: ExchangeHandler,
   ) {}
@@ -364,7 +364,7 @@ export class UpstreamPool {
   /** Sends `spec` on an idle connection or a new one. Throws the destroy reason once the pool is destroyed. */
   dispatch(spec: RequestSpec, handler: ExchangeHandler): Exchange {
     if (this.destroyed) throw this.destroyed;
-    const ex = new Exchange(this, spec, handler);
+    const ex = new Exchange(spec, handler);
     this.start(ex);
     return ex;
   }
