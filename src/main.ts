@@ -13,7 +13,6 @@ import { Forwarder } from './proxy/forward.ts';
 import { createServer, limitsFor, listen } from './server.ts';
 import { shutdown } from './shutdown.ts';
 
-
 async function main(): Promise<void> {
   let config;
   try {

@@ -37,9 +37,8 @@ export class EngineClient {
   constructor(private readonly opts: EngineClientOptions) {
     const url = new URL(opts.baseUrl);
     this.prefix = url.pathname.replace(/\/+$/, '');
-    // The relay's HTTP/1.1 client, its own pool: the control path's calls never queue behind streams, and
-    // undici is not loaded at all (its index alone is about 19 MB of RSS). Each call has its own deadline;
-    // idle sockets are dropped before uvicorn's 5 s keep-alive closes them under us.
+    // The relay's HTTP/1.1 client, in a pool of its own so that control calls never queue behind streams.
+    // Each call has its own deadline; idle sockets are dropped before uvicorn's 5 s keep-alive closes them.
     this.pool = new UpstreamPool(url.origin, { timeoutMs: RELOAD_LIMIT_MS, keepAliveMs: 4000 });
   }
 

@@ -8,13 +8,13 @@ export class ChunkedFramingError extends Error {
 
 const enum S {
   Size,
-  Ext,
+  /** Skipping the rest of a line (a chunk extension or a trailer field) up to its CR. */
+  Line,
   SizeLf,
   Data,
   DataCr,
   DataLf,
   TrailerStart,
-  Trailer,
   TrailerLf,
   EndLf,
   Done,
@@ -35,6 +35,8 @@ export class ChunkedScanner {
   private size = 0;
   private digits = 0;
   private line = 0;
+  /** Where a skipped line goes once its CR is seen. */
+  private afterLine: S.SizeLf | S.TrailerLf = S.SizeLf;
   private remaining = 0;
 
   /** The terminating chunk and its trailers have been seen: the body is complete. */
@@ -48,6 +50,12 @@ export class ChunkedScanner {
     this.digits = 0;
     this.line = 0;
     this.remaining = 0;
+  }
+
+  private skipLine(then: S.SizeLf | S.TrailerLf): void {
+    this.s = S.Line;
+    this.line = 0;
+    this.afterLine = then;
   }
 
   /**
@@ -74,15 +82,14 @@ export class ChunkedScanner {
             this.s = S.SizeLf;
             i++;
           } else if (c === 59 || c === 32 || c === 9) {
-            this.s = S.Ext; // chunk extensions (and the whitespace some servers put before them) are ignored
-            this.line = 0;
+            this.skipLine(S.SizeLf); // chunk extensions (and the whitespace some servers put before them) are ignored
             i++;
           } else throw new ChunkedFramingError('bad character in chunk size');
           break;
         }
-        case S.Ext:
-          if (buf[i] === 13) this.s = S.SizeLf;
-          else if (++this.line > MAX_LINE) throw new ChunkedFramingError('chunk extension too long');
+        case S.Line:
+          if (buf[i] === 13) this.s = this.afterLine;
+          else if (++this.line > MAX_LINE) throw new ChunkedFramingError('chunk extension or trailer line too long');
           i++;
           break;
         case S.SizeLf:
@@ -116,17 +123,8 @@ export class ChunkedScanner {
           boundary = ++i;
           break;
         case S.TrailerStart:
-          if (buf[i] === 13) {
-            this.s = S.EndLf;
-          } else {
-            this.s = S.Trailer;
-            this.line = 0;
-          }
-          i++;
-          break;
-        case S.Trailer:
-          if (buf[i] === 13) this.s = S.TrailerLf;
-          else if (++this.line > MAX_LINE) throw new ChunkedFramingError('trailer too long');
+          if (buf[i] === 13) this.s = S.EndLf;
+          else this.skipLine(S.TrailerLf);
           i++;
           break;
         case S.TrailerLf:

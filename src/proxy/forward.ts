@@ -248,12 +248,13 @@ class Relay implements ExchangeHandler {
     const aborted = this.aborted ?? this.owner.shutdownAbort;
     if (aborted?.why === 'client_gone') return this.finish('client_gone');
     const shutdown = aborted?.why === 'shutdown';
+    const kind = transportErrorKind(err);
     if (!this.headersSent) {
       this.answerError(this.out, shutdown ? shutdownError() : transportError(err));
     } else if (this.result.streamed && !this.out.destroyed) {
       const msg = shutdown
         ? aborted!.message
-        : transportErrorKind(err) === 'timeout'
+        : kind === 'timeout'
           ? `${err.message} (UPSTREAM_TIMEOUT_SECONDS): the stream was ended`
           : `the stream from vLLM broke: ${(err as { code?: string }).code ?? err.message}; the engine may have crashed`;
       const event = sseErrorEvent(msg, shutdown ? 'shutting_down' : 'engine_stream_broken');
@@ -263,7 +264,7 @@ class Relay implements ExchangeHandler {
       // A JSON body cut short cannot be mended: close the connection so the client sees an error.
       this.out.destroy(err);
     }
-    this.finish(shutdown ? 'shutdown' : transportErrorKind(err));
+    this.finish(shutdown ? 'shutdown' : kind);
   }
 }
 
