@@ -6,6 +6,7 @@ import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { lastEventBeforeDone, postJson, raw, sseData } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { groupMembers } from '../helpers/procs.ts';
+import { startSim } from '../helpers/sim.ts';
 
 const gateway = gatewayFactory();
 
@@ -119,6 +120,31 @@ describe('gateway: graceful shutdown', () => {
     assert.equal((await gw.proc.exited).code, 0);
     assert.ok(Date.now() - t0 < 5000);
     await noVllmLeft(childPgid);
+  });
+
+  test('SIGTERM with nobody reading stdout any more: the gateway still exits 0, vLLM stopped (launch) or left running (attach)', async () => {
+    // The log reader goes away (a log collector that died, `| head`): every later write to stdout is EPIPE.
+    // The exit-time log flush used to retry that forever (sonic-boom 4), so the gateway never exited: in
+    // attach mode, where the last lines and the exit come in one turn, every time.
+    const deadline = (ms: number) => new Promise<'still running'>((resolve) => setTimeout(resolve, ms, 'still running').unref());
+
+    const launched = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '1', ENGINE_STOP_TIMEOUT_SECONDS: '3', VLLM_SIM_TOKEN_MS: '100' } });
+    const childPgid = (await launched.backend()).child_pid as number;
+    launched.proc.child.stdout!.destroy();
+    const inflight = stream(launched, 100);
+    await waitFor('a stream in flight', async () => (await launched.simStats()).inflight === 1, 10_000);
+    process.kill(launched.proc.pid, 'SIGTERM');
+    assert.deepEqual(await Promise.race([launched.proc.exited, deadline(1000 + 3000 + 5000)]), { code: 0, signal: null });
+    await noVllmLeft(childPgid);
+    assert.equal(lastEventBeforeDone((await inflight).body).error.code, 'shutting_down');
+    assert.match(launched.proc.output(), /writing the log to stdout failed \(EPIPE\)/, 'said once, on stderr');
+
+    const sim = await startSim();
+    const attached = await gateway({ attachTo: sim.url });
+    attached.proc.child.stdout!.destroy();
+    process.kill(attached.proc.pid, 'SIGTERM');
+    assert.deepEqual(await Promise.race([attached.proc.exited, deadline(5000)]), { code: 0, signal: null });
+    assert.equal((await raw(`${sim.url}/health`)).status, 200, 'the attached vLLM is left running');
   });
 
   test('a second signal skips the remaining waits', async () => {
