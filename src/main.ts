@@ -81,6 +81,28 @@ async function main(): Promise<void> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
+  // A bug that escapes every handler must not leave vLLM holding the GPU (it runs in its own process group,
+  // so nothing else takes it down outside a container): log it, stop the engine the usual way within its
+  // stop timeout, exit 1 so that the platform restarts the gateway. A second error on the way exits at once.
+  let crashed = false;
+  const onCrash = (err: unknown, kind: string) => {
+    log.fatal({ err: err instanceof Error ? err.stack : String(err), kind }, 'unexpected error: stopping vLLM and exiting');
+    if (crashed) process.exit(1);
+    crashed = true;
+    server.close();
+    server.closeAllConnections();
+    setTimeout(() => process.exit(1), config.engineStopTimeoutMs + 2000);
+    lifecycle.stopEngine(hurry.signal).finally(() => process.exit(1));
+  };
+  process.on('uncaughtException', (err) => onCrash(err, 'uncaughtException'));
+  process.on('unhandledRejection', (reason) => onCrash(reason, 'unhandledRejection'));
+  // Whatever way the process ends (process.exit anywhere, the crash deadline above), the group goes with it.
+  process.on('exit', () => {
+    if (!lifecycle.killEngineNow()) return;
+    log.error('vLLM was still running at exit: its process group was killed');
+    log.flush(); // the logger's own exit flush has already run
+  });
+
   lifecycle.on('fatal', async (reason: string) => {
     log.fatal({ reason }, 'giving up: exiting so that the platform restarts the gateway');
     server.close();

@@ -497,6 +497,11 @@ export class EngineLifecycle extends EventEmitter {
     return report;
   }
 
+  /** The engine's process group killed at once, synchronously (see EngineProcess.killNow); launch mode only. */
+  killEngineNow(): boolean {
+    return this.d.opts.mode === 'launch' && !!this.proc?.killNow();
+  }
+
   snapshot() {
     return {
       state: this.state,

@@ -88,6 +88,14 @@ export class EngineProcess extends EventEmitter {
     return this.finish(t0, gone);
   }
 
+  /**
+   * SIGKILL the group now, synchronously: the last resort when the gateway itself is going down without a
+   * shutdown (a bug it did not catch), so that no EngineCore outlives it holding the GPU.
+   */
+  killNow(): boolean {
+    return this.pid > 0 && groupExists(this.pid) && signalGroup(this.pid, 'SIGKILL');
+  }
+
   /** SIGKILL whatever is left of the group at once (an orphaned EngineCore before a restart). */
   async kill(): Promise<StopReport> {
     return this.finish(Date.now(), !groupExists(this.pid));

@@ -61,7 +61,7 @@ export function tempFile(name: string): string {
 }
 
 export async function startGateway(
-  opts: { env?: Record<string, string>; waitReady?: boolean; attachTo?: string } = {},
+  opts: { env?: Record<string, string>; waitReady?: boolean; attachTo?: string; nodeArgs?: string[] } = {},
 ): Promise<Gateway> {
   const port = await freePort();
   const vllmPort = await freePort();
@@ -77,7 +77,7 @@ export async function startGateway(
     ...(opts.attachTo ? { VLLM_URL: opts.attachTo } : {}),
     ...opts.env,
   };
-  const proc = startProcess(process.execPath, ['--import', 'tsx', GATEWAY_MAIN], env, ROOT);
+  const proc = startProcess(process.execPath, ['--import', 'tsx', ...(opts.nodeArgs ?? []), GATEWAY_MAIN], env, ROOT);
   const url = `http://127.0.0.1:${port}`;
   const childGroups = new Set<number>();
   const remember = () => {

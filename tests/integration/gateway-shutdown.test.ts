@@ -1,12 +1,13 @@
 // Graceful shutdown with real signals: drain, cut-off at the deadline, no process of the vLLM tree left.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { lastEventBeforeDone, postJson, raw, sseData } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { groupMembers } from '../helpers/procs.ts';
-import { startSim } from '../helpers/sim.ts';
+import { ROOT, startSim } from '../helpers/sim.ts';
 
 const gateway = gatewayFactory();
 
@@ -146,6 +147,22 @@ describe('gateway: graceful shutdown', () => {
     assert.deepEqual(await Promise.race([attached.proc.exited, deadline(5000)]), { code: 0, signal: null });
     assert.equal((await raw(`${sim.url}/health`)).status, 200, 'the attached vLLM is left running');
   });
+
+  for (const kind of ['exception', 'rejection'] as const) {
+    test(`a bug nothing catches (an uncaught ${kind}): logged, vLLM stopped, exit 1 so that the platform restarts the gateway`, async () => {
+      const gw = await gateway({
+        env: { TEST_CRASH_KIND: kind, ENGINE_STOP_TIMEOUT_SECONDS: '3' },
+        nodeArgs: ['--import', path.join(ROOT, 'tests/helpers/crash-on-sigusr2.ts')],
+      });
+      const childPgid = (await gw.backend()).child_pid as number;
+      process.kill(gw.proc.pid, 'SIGUSR2');
+      const deadline = new Promise<'still running'>((resolve) => setTimeout(resolve, 3000 + 5000, 'still running').unref());
+      assert.deepEqual(await Promise.race([gw.proc.exited, deadline]), { code: 1, signal: null });
+      await noVllmLeft(childPgid);
+      assert.match(gw.proc.output(), new RegExp(`"kind":"${kind === 'exception' ? 'uncaughtException' : 'unhandledRejection'}".*"msg":"unexpected error: stopping vLLM and exiting"`));
+      assert.match(gw.proc.output(), /test: an (uncaught exception|unhandled rejection)/);
+    });
+  }
 
   test('a second signal skips the remaining waits', async () => {
     const gw = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '30', VLLM_SIM_TOKEN_MS: '100' } });
