@@ -80,6 +80,9 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // The terminal closing (a workstation run): Node's default would end the gateway at once, and vLLM, in a
+  // session of its own, would not get the hang-up and would keep the GPU.
+  process.on('SIGHUP', onSignal);
 
   // A bug that escapes every handler must not leave vLLM holding the GPU (it runs in its own process group,
   // so nothing else takes it down outside a container): log it, stop the engine the usual way within its

@@ -1,4 +1,4 @@
-// SIGTERM/SIGINT: drain in-flight requests, end what is left cleanly, stop the vLLM process group.
+// SIGTERM/SIGINT (and SIGHUP): drain in-flight requests, end what is left cleanly, stop the vLLM process group.
 import type { Server } from 'node:http';
 import type { Inflight } from './engine/inflight.ts';
 import type { EngineLifecycle } from './engine/lifecycle.ts';

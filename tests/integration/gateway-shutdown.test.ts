@@ -181,6 +181,18 @@ describe('gateway: graceful shutdown', () => {
     assert.match(gw.proc.output(), /second signal/);
   });
 
+  test('SIGHUP (the terminal closed) shuts down like SIGTERM: the stream completes, vLLM stopped, exit 0', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_TOKEN_MS: '20' } });
+    const childPgid = (await gw.backend()).child_pid as number;
+    const s = stream(gw, 20);
+    await waitFor('in flight', async () => (await gw.simStats()).inflight === 1);
+    process.kill(gw.proc.pid, 'SIGHUP');
+    assert.equal(lastEventBeforeDone((await s).body).choices[0].finish_reason, 'length');
+    assert.deepEqual(await gw.proc.exited, { code: 0, signal: null });
+    await noVllmLeft(childPgid);
+    assert.match(gw.proc.output(), /"signal":"SIGHUP","msg":"shutting down"/);
+  });
+
   test('idle keep-alive connections are closed when the drain starts', async () => {
     const gw = await gateway();
     const sock = net.connect(gw.port, '127.0.0.1');
