@@ -1,7 +1,10 @@
-// Test-only preload (`node --import`): on SIGUSR2 the process throws an error nobody catches, or with
-// TEST_CRASH_KIND=rejection rejects a promise nobody handles, the two ways a gateway bug surfaces.
+// Test-only preload (`node --import`): on SIGUSR2 the process fails the way a gateway bug would:
+// TEST_CRASH_KIND=exception throws an error nobody catches, =rejection rejects a promise nobody handles,
+// =exit calls process.exit(3) from wherever it is, skipping the shutdown.
 process.on('SIGUSR2', () => {
-  if (process.env.TEST_CRASH_KIND === 'rejection') void Promise.reject(new Error('test: an unhandled rejection'));
+  const kind = process.env.TEST_CRASH_KIND;
+  if (kind === 'rejection') void Promise.reject(new Error('test: an unhandled rejection'));
+  else if (kind === 'exit') process.exit(3);
   else
     setImmediate(() => {
       throw new Error('test: an uncaught exception');

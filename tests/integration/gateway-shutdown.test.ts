@@ -164,6 +164,15 @@ describe('gateway: graceful shutdown', () => {
     });
   }
 
+  test('process.exit from anywhere, skipping the shutdown: the exit hook SIGKILLs the vLLM group, nothing is left', async () => {
+    const gw = await gateway({ env: { TEST_CRASH_KIND: 'exit' }, nodeArgs: ['--import', path.join(ROOT, 'tests/helpers/crash-on-sigusr2.ts')] });
+    const childPgid = (await gw.backend()).child_pid as number;
+    process.kill(gw.proc.pid, 'SIGUSR2');
+    assert.deepEqual(await gw.proc.exited, { code: 3, signal: null });
+    await noVllmLeft(childPgid);
+    assert.match(gw.proc.output(), /vLLM was still running at exit: its process group was killed/);
+  });
+
   test('a second signal skips the remaining waits', async () => {
     const gw = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '30', VLLM_SIM_TOKEN_MS: '100' } });
     const childPgid = (await gw.backend()).child_pid as number;
