@@ -92,6 +92,7 @@ async function main(): Promise<void> {
     log.fatal({ err: err instanceof Error ? err.stack : String(err), kind }, 'unexpected error: stopping vLLM and exiting');
     if (crashed) process.exit(1);
     crashed = true;
+    lifecycle.beginDrain('crash'); // vLLM's exit is expected from now on: no restart
     server.close();
     server.closeAllConnections();
     setTimeout(() => process.exit(1), config.engineStopTimeoutMs + 2000);

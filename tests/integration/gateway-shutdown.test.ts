@@ -161,6 +161,9 @@ describe('gateway: graceful shutdown', () => {
       await noVllmLeft(childPgid);
       assert.match(gw.proc.output(), new RegExp(`"kind":"${kind === 'exception' ? 'uncaughtException' : 'unhandledRejection'}".*"msg":"unexpected error: stopping vLLM and exiting"`));
       assert.match(gw.proc.output(), /test: an (uncaught exception|unhandled rejection)/);
+      // vLLM's exit on the way out is expected: it is not a failure, and nothing restarts it.
+      assert.doesNotMatch(gw.proc.output(), /"to":"failed"|restarting vLLM/);
+      assert.equal(gw.proc.output().match(/"msg":"vLLM started; waiting/g)?.length, 1);
     });
   }
 
