@@ -10,7 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { addedMs, formatVerdicts, judge, median, type Samples } from './targets.ts';
+import { addedMs, formatVerdicts, judge, median, roundRatios, type Samples } from './targets.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = process.argv.slice(2);
@@ -243,7 +243,6 @@ function onePlain(port: number): Promise<void> {
   });
 }
 
-
 type Figures = Record<string, number>;
 
 /** n streams at once, `gap` ms between chunks: proxy CPU per 10k chunks, TTFB under load, RSS with all open. */
@@ -353,13 +352,15 @@ async function main(): Promise<void> {
   await nodeReference('node-raw', 'raw-relay.ts');
 
   type Scenario = [string, (t: Target) => Promise<Figures>];
-  const scenariosOf = (z: Sizes): Scenario[] =>
-    [
-      [`paced: ${z.paced} streams × ${z.pacedTokens} chunks at 100 ms`, (t: Target) => paced(t, z.paced, z.pacedTokens, 100)] as Scenario,
-      [`fast: ${z.fast} streams × ${z.fastTokens} chunks, full speed`, (t: Target) => fast(t, z.fast, z.fastTokens)] as Scenario,
-      [`idle: ${z.idle} sequential streams`, (t: Target) => idleTtfb(t, z.idle)] as Scenario,
+  const scenariosOf = (z: Sizes): Scenario[] => {
+    const all: Scenario[] = [
+      [`paced: ${z.paced} streams × ${z.pacedTokens} chunks at 100 ms`, (t) => paced(t, z.paced, z.pacedTokens, 100)],
+      [`fast: ${z.fast} streams × ${z.fastTokens} chunks, full speed`, (t) => fast(t, z.fast, z.fastTokens)],
+      [`idle: ${z.idle} sequential streams`, (t) => idleTtfb(t, z.idle)],
       ...([1, 32, 256] as const).map((c): Scenario => [`plain: non-streaming at concurrency ${c}`, (t) => plain(t, c, z.plain[c])]),
-    ].filter(([name]) => !ONLY || name.startsWith(ONLY));
+    ];
+    return all.filter(([name]) => !ONLY || name.startsWith(ONLY));
+  };
   const scenarios = scenariosOf(SIZES);
   if (!scenarios.length) throw new Error(`--only ${ONLY}: no scenario's name starts so (paced, fast, idle, plain)`);
 
@@ -406,9 +407,7 @@ async function main(): Promise<void> {
       // Each round measures the targets back to back, so a round's ratio is immune to the machine's slow
       // spells that move a whole round: the median of those ratios is the steadier figure.
       const perRound = (other: string) => {
-        const a = byTarget.gateway ?? [];
-        const b = byTarget[other] ?? [];
-        const rs = a.map((x, i) => x / b[i]!).filter((r) => Number.isFinite(r) && r > 0);
+        const rs = roundRatios(byTarget.gateway, byTarget[other]);
         return rs.length > 1 ? ` ${median(rs).toFixed(2)}× [${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}]` : '';
       };
       if (isCpuOrRss && ROUNDS > 1) {
@@ -430,7 +429,7 @@ async function main(): Promise<void> {
       rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']), node_raw: stats(byTarget['node-raw']), samples: byTarget });
     }
   }
-  // The targets are set for the full sizes: a quick run's small counts (and CPU ticks of 10 ms) are not judged.
+  // The targets are set for the full sizes: a quick run's small counts are not judged.
   const verdicts = QUICK ? [] : judge(samples);
   console.log('');
   if (QUICK) console.log('targets: judged on full runs only (not --quick)');

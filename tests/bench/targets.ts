@@ -60,6 +60,9 @@ function paired(a: number[] | undefined, b: number[] | undefined, f: (x: number,
   return a.map((x, i) => (i < b.length ? f(x, b[i]!) : NaN)).filter(Number.isFinite);
 }
 
+/** One proxy's figure over another's, round by round (both measured back to back in each round). */
+export const roundRatios = (mine: number[] | undefined, other: number[] | undefined): number[] => paired(mine, other, (x, y) => (y > 0 ? x / y : NaN));
+
 /** Time a proxy added over the direct connection: the median of the rounds' differences. */
 export const addedMs = (mine: number[] | undefined, direct: number[] | undefined): number => median(paired(mine, direct, (x, y) => x - y));
 
@@ -89,7 +92,7 @@ export function judge(samples: Samples, targets: Target[] = TARGETS): Verdict[] 
       let met: boolean;
       switch (r.kind) {
         case 'ratio':
-          value = median(paired(mine, m.nginx, (x, y) => (y > 0 ? x / y : NaN)));
+          value = median(roundRatios(mine, m.nginx));
           figure = `${value.toFixed(2)}×`;
           met = value <= r.max;
           break;

@@ -15,6 +15,11 @@ function stream(gw: Gateway, max: number): Promise<{ status: number; body: strin
   return postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'x' }], max_tokens: max, ignore_eos: true, stream: true });
 }
 
+/** The gateway's exit, or 'still running' after `ms`. */
+function exitWithin(gw: Gateway, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'still running'> {
+  return Promise.race([gw.proc.exited, new Promise<'still running'>((resolve) => setTimeout(resolve, ms, 'still running').unref())]);
+}
+
 async function noVllmLeft(childPgid: number): Promise<void> {
   await waitFor('no vLLM process left', () => groupMembers(childPgid).length === 0, 3000);
 }
@@ -127,7 +132,6 @@ describe('gateway: graceful shutdown', () => {
     // The log reader goes away (a log collector that died, `| head`): every later write to stdout is EPIPE.
     // The exit-time log flush used to retry that forever (sonic-boom 4), so the gateway never exited: in
     // attach mode, where the last lines and the exit come in one turn, every time.
-    const deadline = (ms: number) => new Promise<'still running'>((resolve) => setTimeout(resolve, ms, 'still running').unref());
 
     const launched = await gateway({ env: { DRAIN_TIMEOUT_SECONDS: '1', ENGINE_STOP_TIMEOUT_SECONDS: '3', VLLM_SIM_TOKEN_MS: '100' } });
     const childPgid = (await launched.backend()).child_pid as number;
@@ -135,7 +139,7 @@ describe('gateway: graceful shutdown', () => {
     const inflight = stream(launched, 100);
     await waitFor('a stream in flight', async () => (await launched.simStats()).inflight === 1, 10_000);
     process.kill(launched.proc.pid, 'SIGTERM');
-    assert.deepEqual(await Promise.race([launched.proc.exited, deadline(1000 + 3000 + 5000)]), { code: 0, signal: null });
+    assert.deepEqual(await exitWithin(launched, 1000 + 3000 + 5000), { code: 0, signal: null });
     await noVllmLeft(childPgid);
     assert.equal(lastEventBeforeDone((await inflight).body).error.code, 'shutting_down');
     assert.match(launched.proc.output(), /writing the log to stdout failed \(EPIPE\)/, 'said once, on stderr');
@@ -144,7 +148,7 @@ describe('gateway: graceful shutdown', () => {
     const attached = await gateway({ attachTo: sim.url });
     attached.proc.child.stdout!.destroy();
     process.kill(attached.proc.pid, 'SIGTERM');
-    assert.deepEqual(await Promise.race([attached.proc.exited, deadline(5000)]), { code: 0, signal: null });
+    assert.deepEqual(await exitWithin(attached, 5000), { code: 0, signal: null });
     assert.equal((await raw(`${sim.url}/health`)).status, 200, 'the attached vLLM is left running');
   });
 
@@ -156,8 +160,7 @@ describe('gateway: graceful shutdown', () => {
       });
       const childPgid = (await gw.backend()).child_pid as number;
       process.kill(gw.proc.pid, 'SIGUSR2');
-      const deadline = new Promise<'still running'>((resolve) => setTimeout(resolve, 3000 + 5000, 'still running').unref());
-      assert.deepEqual(await Promise.race([gw.proc.exited, deadline]), { code: 1, signal: null });
+      assert.deepEqual(await exitWithin(gw, 3000 + 5000), { code: 1, signal: null });
       await noVllmLeft(childPgid);
       assert.match(gw.proc.output(), new RegExp(`"kind":"${kind === 'exception' ? 'uncaughtException' : 'unhandledRejection'}".*"msg":"unexpected error: stopping vLLM and exiting"`));
       assert.match(gw.proc.output(), /test: an (uncaught exception|unhandled rejection)/);
