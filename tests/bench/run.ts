@@ -310,6 +310,24 @@ async function plain(t: Target, concurrency: number, total: number): Promise<Fig
   return { [`cpu_us_per_request_c${concurrency}`]: (cpu * 1000) / total, [`requests_per_s_c${concurrency}`]: total / (wall / 1000) };
 }
 
+const REST_QUIET_MS = QUICK ? 1000 : 5000;
+const REST_WINDOW_MS = QUICK ? 1000 : 3000;
+const REST = `rest: no traffic for ${REST_WINDOW_MS / 1000} s`;
+
+/**
+ * What each proxy costs while nobody calls it (a gateway whose GPU sleeps should be quiet too): every proxy
+ * measured over the same window, after a quiet spell long enough for the last scenario's keep-alive
+ * connections (4–5 s) to have closed, so that their closing is not counted as rest.
+ */
+async function atRest(targets: Target[]): Promise<Array<[Target, Figures]>> {
+  agent.destroy();
+  await new Promise((r) => setTimeout(r, REST_QUIET_MS));
+  const measured = targets.filter((t) => t.pid);
+  const cpu0 = measured.map((t) => cpuMs(t.pid!));
+  await new Promise((r) => setTimeout(r, REST_WINDOW_MS));
+  return measured.map((t, i) => [t, { at_rest_cpu_ms_per_s: ((cpuMs(t.pid!) - cpu0[i]!) * 1000) / REST_WINDOW_MS }]);
+}
+
 // ---- main -------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -362,7 +380,7 @@ async function main(): Promise<void> {
     return all.filter(([name]) => !ONLY || name.startsWith(ONLY));
   };
   const scenarios = scenariosOf(SIZES);
-  if (!scenarios.length) throw new Error(`--only ${ONLY}: no scenario's name starts so (paced, fast, idle, plain)`);
+  if (!scenarios.length && !(ONLY && REST.startsWith(ONLY))) throw new Error(`--only ${ONLY}: no scenario's name starts so (rest, paced, fast, idle, plain)`);
 
   // Warm-up, not measured: every scenario once at the quick sizes, in the order of a round, for every target.
   // With a short warm-up (200 requests), the first round's run at concurrency 1 came right after the first
@@ -377,14 +395,17 @@ async function main(): Promise<void> {
   console.log('warm-up done (one quick round, not measured)');
 
   const samples: Samples = {};
+  const record = (scenario: string, t: Target, figs: Figures) => {
+    for (const [k, v] of Object.entries(figs)) ((samples[scenario] ??= {})[k] ??= {})[t.name] = [...(samples[scenario]![k]![t.name] ?? []), v];
+  };
   for (let round = 1; round <= ROUNDS; round++) {
+    if (!ONLY || REST.startsWith(ONLY)) for (const [t, figs] of await atRest(targets)) record(REST, t, figs);
     for (const [name, fn] of scenarios) {
       for (const t of round % 2 ? targets : [...targets].reverse()) {
         if (Date.now() > DEADLINE) throw new Error('benchmark exceeded its 15 minute bound');
         freshAgent();
         failures = 0;
-        const figs = { ...(await fn(t)), failed_requests: failures };
-        for (const [k, v] of Object.entries(figs)) ((samples[name] ??= {})[k] ??= {})[t.name] = [...(samples[name]![k]![t.name] ?? []), v];
+        record(name, t, { ...(await fn(t)), failed_requests: failures });
       }
     }
     console.log(`round ${round}/${ROUNDS} done`);
