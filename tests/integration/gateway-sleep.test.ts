@@ -204,6 +204,11 @@ describe('gateway: sleep and wake', () => {
     assert.match(m, /^gateway_engine_wakes_total\{level="2",outcome="ok"\} [1-9]\d*$/m);
     assert.match(m, /^gateway_engine_wake_duration_seconds_count\{level="1"\} \d+$/m);
     assert.match(m, /^gateway_wake_wait_seconds_count \d+$/m);
+    // Node's event-loop histogram records each sample as lag + sampling interval: the usual 10 ms interval
+    // keeps an idle gateway's median where Node dashboards expect it (a 100 ms interval read 0.1 s).
+    const p50 = /^gateway_nodejs_eventloop_lag_p50_seconds ([\d.e+-]+)$/m.exec(m);
+    assert.ok(p50, 'the event-loop lag series are exported');
+    assert.ok(Number(p50[1]) < 0.05, `event-loop lag p50 ${p50[1]} s: the sampling interval shows through`);
     assert.match(m, /^vllm:engine_sleep_state\{/m, "vLLM's own series follow");
   });
 });
