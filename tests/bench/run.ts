@@ -27,8 +27,8 @@ const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefi
 type Sizes = { paced: number; pacedTokens: number; fast: number; fastTokens: number; idle: number; plain: Record<1 | 32 | 256, number> };
 const QUICK_SIZES: Sizes = { paced: 200, pacedTokens: 5, fast: 64, fastTokens: 100, idle: 50, plain: { 1: 300, 32: 1000, 256: 1000 } };
 const SIZES: Sizes = QUICK ? QUICK_SIZES : { paced: 1000, pacedTokens: 50, fast: 256, fastTokens: 200, idle: 200, plain: { 1: 1000, 32: 4000, 256: 4000 } };
-const PROBES = QUICK ? 10 : 30;
-const PLAIN_SLICES = 4; // full runs: non-streaming requests in four slices per target and round (see Scenario) // sequential probe streams while the paced streams are all open
+const PROBES = QUICK ? 10 : 30; // sequential probe streams while the paced streams are all open
+const PLAIN_SLICES = 4; // full runs: non-streaming requests in four slices per target and round (see Scenario)
 const CLK_TCK = Number(execSync('getconf CLK_TCK').toString().trim()) || 100;
 const DEADLINE = Date.now() + 15 * 60_000; // the whole run is bounded
 
