@@ -185,8 +185,8 @@ interface Target {
 // The load's keep-alive agent: a new one for every scenario and target, destroyed when the scenario ends
 // (the round loop hands them out). Idle sockets left from an earlier scenario might be closed by a server
 // with a 5 s keep-alive (the upstream, node-min) just as they are reused.
-let agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
 const newAgent = () => new http.Agent({ keepAlive: true, maxSockets: Infinity });
+let agent = newAgent();
 let failures = 0;
 
 interface StreamResult {
@@ -324,7 +324,6 @@ const REST = `rest: no traffic for ${REST_WINDOW_MS / 1000} s`;
  * connections (4–5 s) to have closed, so that their closing is not counted as rest.
  */
 async function atRest(targets: Target[]): Promise<Array<[Target, Figures]>> {
-  agent.destroy();
   await new Promise((r) => setTimeout(r, REST_QUIET_MS));
   const measured = targets.filter((t) => t.pid);
   const cpu0 = measured.map((t) => cpuMs(t.pid!));
