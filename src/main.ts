@@ -122,7 +122,7 @@ async function main(): Promise<void> {
     log.fatal({ err: (e as Error).message, port: config.port, host: config.host }, 'cannot listen');
     process.exit(1);
   }
-  log.info({ host: address.address, port: address.port, mode: config.mode, vllm: config.vllmUrl }, `vllm-gateway listening on http://${config.host}:${address.port}`);
+  log.info({ host: address.address, port: address.port, mode: config.mode, vllm: config.vllmUrl, node: process.version }, `vllm-gateway listening on http://${config.host}:${address.port}`);
   lifecycle.start();
   idle.start();
 }

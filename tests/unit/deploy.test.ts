@@ -138,3 +138,13 @@ test('shell scripts pass shellcheck', (t) => {
   const r = spawnSync('shellcheck', ['-s', 'bash', ...scripts], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
+
+test('one Node everywhere: the pinned `node` devDependency runs the tests, and the image and engines name its major', () => {
+  const pkg = JSON.parse(read('package.json')) as { engines: { node: string }; devDependencies: Record<string, string> };
+  const major = pkg.devDependencies.node!.split('.')[0]!;
+  console.log(`tests run on Node ${process.version}`);
+  assert.equal(process.version.slice(1).split('.')[0], major, 'npm scripts put node_modules/.bin/node first on PATH');
+  assert.equal(pkg.engines.node, `>=${major}`);
+  const image = /^ARG NODE_IMAGE=node:(\d+)\./m.exec(read('hf-space/Dockerfile'));
+  assert.equal(image?.[1], major, 'the Space image runs the same major');
+});
