@@ -100,3 +100,34 @@ export function rawExchange(port: number, request: string | Buffer, opts: { time
     if (opts.endAfterWrite) sock.end();
   });
 }
+
+/**
+ * Writes `request` (one or several pipelined requests) on a fresh socket and collects every byte the server
+ * sends until `done(bytes)` says enough, the server closes, or the deadline passes.
+ */
+export function collectRaw(
+  port: number,
+  request: string | Buffer,
+  opts: { done?: (bytes: Buffer) => boolean; timeoutMs?: number } = {},
+): Promise<{ bytes: Buffer; closed: boolean }> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const finish = (closed: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ bytes: Buffer.concat(chunks), closed });
+    };
+    const timer = setTimeout(() => finish(false), opts.timeoutMs ?? 10_000);
+    sock.on('data', (c: Buffer) => {
+      chunks.push(c);
+      if (opts.done?.(Buffer.concat(chunks))) finish(false);
+    });
+    sock.on('error', () => finish(true));
+    sock.on('close', () => finish(true));
+    sock.write(request);
+  });
+}

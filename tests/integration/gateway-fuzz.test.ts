@@ -7,6 +7,7 @@ import { after, test } from 'node:test';
 import { startGateway, type Gateway } from '../helpers/gateway.ts';
 import { raw, rawExchange } from '../helpers/net.ts';
 import { killAllStarted } from '../helpers/procs.ts';
+import { prng } from '../helpers/prng.ts';
 
 let gw: Gateway | undefined;
 after(() => {
@@ -17,17 +18,6 @@ after(() => {
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
 const COUNT = Number(process.env.FUZZ_COUNT ?? 400);
 
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!, int: (n: number) => Math.floor(next() * n) };
-}
 
 const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD', 'TRACE', 'FOO', 'get'];
 const PATHS = [

@@ -1,0 +1,89 @@
+// A vLLM stand-in that records every request that reaches it, parsed by llhttp (Node's http server), and
+// every byte sequence llhttp refused. It answers what attach mode asks at start, and answers vLLM's admin
+// routes too (200), so that a request smuggled to one of them is recorded, not just refused.
+import http from 'node:http';
+import type net from 'node:net';
+
+export const VLLM_ADMIN_ROUTES = [
+  '/sleep', '/wake_up', '/is_sleeping', '/collective_rpc', '/reset_prefix_cache', '/reset_mm_cache', '/reset_encoder_cache',
+  '/pause', '/resume', '/is_paused', '/start_profile', '/stop_profile', '/server_info', '/release_kv_cache_memory',
+];
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  body: string;
+  connection: number;
+}
+
+export interface RecordingUpstream {
+  url: string;
+  /** Every request llhttp parsed, start-up probes included. */
+  all: RecordedRequest[];
+  /** Requests that are not the gateway's own probes (health, version, models list, metrics, is_sleeping). */
+  relayed(): RecordedRequest[];
+  /** llhttp refusals: bytes the gateway sent that are not HTTP/1.1. */
+  parseErrors: string[];
+  close(): void;
+}
+
+const PROBES = new Set(['/health', '/version', '/metrics', '/is_sleeping', '/load']);
+
+export function startRecordingUpstream(opts: { apiKey?: string } = {}): Promise<RecordingUpstream> {
+  const up: RecordingUpstream = {
+    url: '',
+    all: [],
+    relayed: () => up.all.filter((r) => !PROBES.has(r.url) && !(r.method === 'GET' && r.url === '/v1/models' && r.rawHeaders.every((h) => h.toLowerCase() !== 'x-request-id'))),
+    parseErrors: [],
+    close: () => {},
+  };
+  let connections = 0;
+  const server = http.createServer({ keepAliveTimeout: 5000 }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const rec: RecordedRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        rawHeaders: req.rawHeaders,
+        body: Buffer.concat(chunks).toString('utf8'),
+        connection: (req.socket as net.Socket & { recId?: number }).recId ?? 0,
+      };
+      up.all.push(rec);
+      const json = (status: number, body: unknown) => {
+        const text = JSON.stringify(body);
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+      };
+      const path = rec.url.split('?')[0]!;
+      if (path === '/health') return void res.writeHead(200, { 'content-length': 0 }).end();
+      if (path === '/version') return json(200, { version: '0.19.1' });
+      if (path === '/is_sleeping') return json(200, { is_sleeping: false });
+      if (path === '/metrics') return void res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 0 }).end();
+      if (path === '/v1/models' && rec.method === 'GET') return json(200, { object: 'list', data: [{ id: 'recorded', object: 'model' }] });
+      if (path.startsWith('/v1/')) {
+        if (opts.apiKey && req.headers.authorization !== `Bearer ${opts.apiKey}`) return json(401, { error: 'Unauthorized' });
+        return json(200, { id: 'rec', object: 'chat.completion', model: 'recorded', path: rec.url, choices: [] });
+      }
+      if (VLLM_ADMIN_ROUTES.includes(path)) return json(200, { reached: path });
+      json(404, { detail: 'Not Found' });
+    });
+  });
+  server.on('connection', (s: net.Socket & { recId?: number }) => {
+    s.recId = ++connections;
+  });
+  server.on('clientError', (err: Error & { code?: string }, sock) => {
+    up.parseErrors.push(err.code ?? err.message);
+    sock.destroy();
+  });
+  up.close = () => {
+    server.closeAllConnections();
+    server.close();
+  };
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      up.url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+      resolve(up);
+    });
+  });
+}
