@@ -1,5 +1,6 @@
-// requestListener(deps): the Node request listener with every route of the contract. /v1/* in origin form
-// goes straight to the relay; everything else is the Hono app. It never listens.
+// requestListener(deps): the Node request listener with every route of the contract. The request target is
+// read once (paths.ts); /v1/* goes straight to the relay, a target that cannot be routed is a 400, and
+// everything else is the Hono app, which routes the same canonical path. It never listens.
 import { getRequestListener } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
@@ -14,7 +15,7 @@ import { scopeOpener, type OpenScope, type RequestScope } from './http/scope.ts'
 import { backendRoute, healthRoute, metricsRoute, rootRoute } from './http/status.ts';
 import type { AppDeps, Env } from './http/types.ts';
 import { relayV1, type V1Handler } from './http/v1.ts';
-import { canonicalPath, INVALID_PATH, rawPathOf } from './paths.ts';
+import { INVALID_PATH, parseTarget, type Target } from './paths.ts';
 
 export type { AppDeps } from './http/types.ts';
 
@@ -32,31 +33,36 @@ const ROUTES: Record<string, string[]> = {
 
 const INTERNAL = { error: { message: 'internal gateway error', type: 'internal_error', param: null, code: 'internal_error' } };
 
+const TARGET = Symbol('target');
+
+/** The request's target, parsed once per request. */
+export function targetOf(req: IncomingMessage & { [TARGET]?: Target }): Target {
+  return (req[TARGET] ??= parseTarget(req.url ?? '/'));
+}
+
+const invalidPath = () =>
+  new GatewayError(400, 'invalid_path', 'the request target is not valid (bad percent-encoding, a fragment, or a character outside visible ASCII)', 'invalid_request_error');
+
 /**
- * The hot path skips the framework: Hono's adaptor, request, context and middleware chain were about a
- * sixth of a relayed request's CPU (119 → 99 µs measured; README, Performance). Only origin-form targets
- * already canonical under /v1/ take it; every other spelling goes through Hono, which routes the canonical
- * path to the same handler with the same scope and checks.
+ * /v1/* skips the framework: Hono's adaptor, request, context and middleware chain were about a sixth of a
+ * relayed request's CPU (docs/performance.md).
  */
 export function requestListener(d: AppDeps): RequestListener {
   const apiKeys = new KeySet(d.config.apiKeys);
   const open = scopeOpener(d);
   const v1 = relayV1(d, apiKeys);
-  const hono = getRequestListener(createApp(d, apiKeys, open, v1).fetch);
+  const hono = getRequestListener(createApp(d, apiKeys, open).fetch);
   return function listener(req, res) {
-    const url = req.url ?? '';
-    if (url.startsWith('/v1/')) {
-      const q = url.indexOf('?');
-      const raw = q < 0 ? url : url.slice(0, q);
-      if (canonicalPath(raw) === raw) return serveV1(d, v1, req, res, open(req, res, raw));
-    }
+    const target = targetOf(req);
+    if (target.path.startsWith('/v1/')) return serveV1(d, v1, req, res, open(req, res, target.path), target);
+    if (target.path === INVALID_PATH) return answerThrown(d, invalidPath(), res, open(req, res, target.path).path);
     return hono(req, res);
   };
 }
 
-async function serveV1(d: AppDeps, v1: V1Handler, req: IncomingMessage, res: ServerResponse, scope: RequestScope): Promise<void> {
+async function serveV1(d: AppDeps, v1: V1Handler, req: IncomingMessage, res: ServerResponse, scope: RequestScope, target: Target): Promise<void> {
   try {
-    await v1(req, res, scope);
+    await v1(req, res, scope, target);
   } catch (err) {
     answerThrown(d, err, res, scope.path);
   }
@@ -77,9 +83,9 @@ function answerThrown(d: AppDeps, err: unknown, res: ServerResponse, path: strin
   writeError(res, e);
 }
 
-export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope, v1: V1Handler): Hono<Env> {
-  // Routing sees the canonical path: no spelling of an admin path reaches anything it does not name.
-  const app = new Hono<Env>({ getPath: (req) => canonicalPath(rawPathOf(req.url)) });
+export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope): Hono<Env> {
+  // Routing sees the canonical path of the raw target: no spelling of an admin path reaches anything it does not name.
+  const app = new Hono<Env>({ getPath: (_req, o) => targetOf((o?.env as Env['Bindings']).incoming).path });
   const admin = new KeySet(d.config.adminToken ? [d.config.adminToken] : []);
   const api = refuseWith((c) => apiKeyRefusal(apiKeys, c.env.incoming.headers));
   const adminAuth = refuseWith((c) => adminRefusal(admin, apiKeys, c.env.incoming.headers));
@@ -95,14 +101,9 @@ export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope, v1: V1Ha
   app.post('/wake', adminAuth, wakeRoute(d));
   app.get('/events', adminAuth, eventsRoute(d));
   app.post('/inference', api, limit, inferenceRoute(d));
-  app.all('/v1/*', async (c) => {
-    await v1(c.env.incoming, c.env.outgoing, c.get('scope'));
-    return RESPONSE_ALREADY_SENT;
-  });
 
   app.notFound((c) => {
     const path = c.req.path;
-    if (path === INVALID_PATH) throw new GatewayError(400, 'invalid_path', 'the request path is not valid (bad percent-encoding or forbidden characters)', 'invalid_request_error');
     const allowed = ROUTES[path];
     if (allowed) {
       c.env.outgoing.setHeader('allow', allowed.join(', ')); // the error is written to the Node response

@@ -58,8 +58,9 @@ const optionalString = z
   .optional()
   .transform((v) => (v && v.trim() ? v.trim() : undefined));
 
-// A value the gateway sends in a header line: a control character would end the line (header injection).
-const headerSafeString = optionalString.refine((v) => v === undefined || !/[\x00-\x1f\x7f]/.test(v), 'must not contain control characters');
+// A bearer token the gateway sends to vLLM: RFC 6750's token characters are visible ASCII, and anything
+// else either ends the header line or reaches vLLM as bytes other than those configured.
+const bearerToken = optionalString.refine((v) => v === undefined || /^[\x21-\x7e]+$/.test(v), 'must be visible ASCII (no spaces, control characters or non-ASCII)');
 
 const schema = z.object({
   PORT: int(7860, 0, 65535),
@@ -96,7 +97,7 @@ const schema = z.object({
       }
       return u.origin + u.pathname.replace(/\/+$/, '');
     }),
-  VLLM_API_KEY: headerSafeString,
+  VLLM_API_KEY: bearerToken,
   API_KEYS: z
     .string()
     .optional()
@@ -138,6 +139,7 @@ const schema = z.object({
   LOG_PRETTY: bool(false),
   CLIENT_TIMEOUT_SECONDS: seconds(120, 3600),
   UPSTREAM_TIMEOUT_SECONDS: seconds(3600),
+  CLIENT_STALL_TIMEOUT_SECONDS: seconds(60, 86_400),
 });
 
 export type Env = z.output<typeof schema>;
@@ -173,6 +175,8 @@ export interface Config {
   clientTimeoutMs: number;
   /** Longest silence from vLLM within a request; 0 = none. */
   upstreamTimeoutMs: number;
+  /** How long a client may read nothing while its stream waits (vLLM's stream is paused meanwhile); 0 = forever. */
+  clientStallMs: number;
 }
 
 /** Parses the environment; throws ConfigError with one line naming the variable. */
@@ -213,5 +217,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     logPretty: e.LOG_PRETTY,
     clientTimeoutMs: ms(e.CLIENT_TIMEOUT_SECONDS),
     upstreamTimeoutMs: ms(e.UPSTREAM_TIMEOUT_SECONDS),
+    clientStallMs: ms(e.CLIENT_STALL_TIMEOUT_SECONDS),
   } satisfies Config);
 }

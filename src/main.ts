@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   });
   lifecycle.on('restart', () => metrics.restarts.inc());
 
-  const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: config.upstreamTimeoutMs });
+  const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: config.upstreamTimeoutMs, clientStallMs: config.clientStallMs });
   const server = createServer(requestListener({ config, log, lifecycle, inflight, forwarder, client, metrics }), limitsFor(config.clientTimeoutMs));
   const idle = new IdleSleeper(lifecycle, inflight, config.idleSleepMs, config.sleepLevel, log.child({ component: 'idle' }));
 

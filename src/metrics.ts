@@ -38,6 +38,7 @@ export function createMetrics(src: MetricsSources) {
     }),
     relayedBytes: new Counter({ name: 'gateway_relayed_bytes_total', help: 'Bytes written to clients for relayed /v1 responses, by route.', labelNames: ['route'], registers }),
     upstreamErrors: new Counter({ name: 'gateway_upstream_errors_total', help: 'Failures talking to vLLM, by kind.', labelNames: ['kind'], registers }),
+    clientStalls: new Counter({ name: 'gateway_client_stalls_total', help: 'Relays cut because the client read nothing for CLIENT_STALL_TIMEOUT_SECONDS.', registers }),
     sleeps: new Counter({ name: 'gateway_engine_sleeps_total', help: 'Sleep transitions, by level and outcome.', labelNames: ['level', 'outcome'], registers }),
     wakes: new Counter({ name: 'gateway_engine_wakes_total', help: 'Wake transitions, by level and outcome.', labelNames: ['level', 'outcome'], registers }),
     sleepDuration: new Histogram({ name: 'gateway_engine_sleep_duration_seconds', help: 'Time to fall asleep (drain included), by level.', labelNames: ['level'], buckets: durationBuckets, registers }),

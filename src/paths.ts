@@ -1,40 +1,80 @@
-// Canonical request paths: percent-decoded, dot segments removed, repeated slashes folded, so that no
-// spelling of a path (`/v1/../sleep`, `/v1/%2e%2e/wake_up`, `//collective_rpc`) reaches a route it does not name.
+// Request targets, read once from the raw request line. Routing sees the canonical path (percent-decoded
+// until stable, dot segments removed, repeated slashes folded), so that no spelling of a path
+// (`/v1/../sleep`, `/v1/%2e%2e/wake_up`, `//collective_rpc`) reaches a route it does not name. vLLM gets a
+// target that means exactly that canonical path to a server that decodes once, in visible ASCII only.
 
+/** The path of a target that cannot be routed: a 400. It starts with a byte no real path has. */
 export const INVALID_PATH = '/\u0000invalid';
 
-/** The canonical form of a raw URL path, or INVALID_PATH when it cannot be decoded. */
-export function canonicalPath(rawPath: string): string {
-  if (!/[%\\\0]|\/\/|\/\.|\.$/.test(rawPath)) return rawPath; // the common case: nothing to normalise
-  let decoded = rawPath;
-  // Decode until stable so double-encoding (%252e) cannot smuggle a dot segment past us.
-  for (let i = 0; i < 3 && decoded.includes('%'); i++) {
+export interface Target {
+  /** What routing sees: the canonical path, or INVALID_PATH. */
+  readonly path: string;
+  /** The query with its `?` (empty when none), as the client sent it: visible ASCII. */
+  readonly query: string;
+  /** The path vLLM is sent for this target: the raw path when it is already canonical, else the canonical one re-encoded. */
+  readonly upstreamPath: string;
+}
+
+const INVALID: Target = Object.freeze({ path: INVALID_PATH, query: '', upstreamPath: INVALID_PATH });
+
+// Paths that are canonical as they are, in characters that need no encoding (the usual ones). Every segment
+// starts with a character that is not a dot, so none is a dot segment.
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@]+(?:\.+[A-Za-z0-9\-_~!$&'()*+,;=:@]+)*\.*)+\/?$|^\/$/;
+// A byte that must never appear in a target: outside visible ASCII, or a fragment.
+const NOT_VISIBLE = /[^\x21-\x7e]|#/;
+// In a decoded path: a byte outside visible ASCII, a query or fragment delimiter, or a backslash (a
+// separator to some servers).
+const BAD_DECODED = /[^\x21-\x7e]|[?#\\]/;
+const MAX_DECODE_ROUNDS = 4;
+
+/** Parses a request target (origin form, or absolute form for http and https). Pure. */
+export function parseTarget(url: string): Target {
+  let start = 0;
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    const scheme = url.startsWith('http://') ? 7 : url.startsWith('https://') ? 8 : -1;
+    if (scheme < 0) return INVALID;
+    start = url.indexOf('/', scheme);
+    if (start < 0) return NOT_VISIBLE.test(url) ? INVALID : { path: '/', query: '', upstreamPath: '/' };
+  }
+  const q = url.indexOf('?', start);
+  const raw = q < 0 ? (start === 0 ? url : url.slice(start)) : url.slice(start, q);
+  const query = q < 0 ? '' : url.slice(q);
+  if (query && NOT_VISIBLE.test(query)) return INVALID;
+  if (PLAIN_PATH.test(raw)) return { path: raw, query, upstreamPath: raw };
+  return canonicalTarget(raw, query);
+}
+
+function canonicalTarget(raw: string, query: string): Target {
+  if (NOT_VISIBLE.test(raw) || raw.includes('\\')) return INVALID;
+  let decoded = raw;
+  // Decoded until stable, so that a double encoding (%252e) cannot carry a dot segment or a control
+  // character past the checks to a server that decodes once more.
+  for (let i = 0; i < MAX_DECODE_ROUNDS && decoded.includes('%'); i++) {
     try {
       decoded = decodeURIComponent(decoded);
     } catch {
-      return INVALID_PATH;
+      return INVALID;
     }
   }
-  if (decoded.includes('\u0000') || decoded.includes('\\')) return INVALID_PATH;
-  const out: string[] = [];
+  if (decoded.includes('%') || BAD_DECODED.test(decoded)) return INVALID;
+  const segments: string[] = [];
   for (const seg of decoded.split('/')) {
     if (seg === '' || seg === '.') continue;
-    if (seg === '..') out.pop();
-    else out.push(seg);
+    if (seg === '..') segments.pop();
+    else segments.push(seg);
   }
-  const trailing = decoded.length > 1 && decoded.endsWith('/') && out.length > 0 ? '/' : '';
-  return '/' + out.join('/') + trailing;
+  const trailing = decoded.endsWith('/') && segments.length > 0 ? '/' : '';
+  const path = '/' + segments.join('/') + trailing;
+  const upstreamPath = path === raw ? raw : '/' + segments.map(encodeSegment).join('/') + trailing;
+  return { path, query, upstreamPath };
 }
 
-/** The path part of a request URL without parsing the whole URL (hot path). */
-export function rawPathOf(url: string): string {
-  const start = url.indexOf('/', url.indexOf('//') + 2);
-  if (start < 0) return '/';
-  const q = url.indexOf('?', start);
-  return q < 0 ? url.slice(start) : url.slice(start, q);
-}
+// RFC 3986 pchar, less percent-encoded triplets: what a path segment may hold unencoded.
+const PCHAR = /[A-Za-z0-9\-._~!$&'()*+,;=:@]/;
 
-export function rawQueryOf(url: string): string {
-  const q = url.indexOf('?');
-  return q < 0 ? '' : url.slice(q);
+/** A decoded segment (visible ASCII, no `/`, `%`, `?`, `#` or `\`) in the form every server reads back as it. */
+function encodeSegment(seg: string): string {
+  let out = '';
+  for (const ch of seg) out += PCHAR.test(ch) ? ch : '%' + ch.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0');
+  return out;
 }

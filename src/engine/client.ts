@@ -1,5 +1,7 @@
-// Typed calls to vLLM's control surface (vllm-contract §2.1, §3): each with its own deadline.
-import { UpstreamPool } from '../proxy/upstream.ts';
+// Typed calls to vLLM's control surface (docs/vllm.md): each with its own deadline, on a pool of its own so
+// that control calls never queue behind streams, each answer read whole up to a cap.
+import type { Pool } from 'undici';
+import { bufferedRequest, createUpstreamPool } from '../proxy/upstream.ts';
 
 export class EngineHttpError extends Error {
   constructor(
@@ -29,17 +31,15 @@ export type SleepMode = 'wait' | 'abort';
 
 /** The longest any call may take (a weights reload); each call's own deadline is shorter or equal. */
 const RELOAD_LIMIT_MS = 600_000;
+/** vLLM's control answers are small JSON; its /metrics text is the largest (tens of KB). */
+export const MAX_CONTROL_BODY = 4 << 20;
 
 export class EngineClient {
-  private readonly pool: UpstreamPool;
+  private readonly pool: Pool;
   private readonly prefix: string;
 
   constructor(private readonly opts: EngineClientOptions) {
-    const url = new URL(opts.baseUrl);
-    this.prefix = url.pathname.replace(/\/+$/, '');
-    // The relay's HTTP/1.1 client, in a pool of its own so that control calls never queue behind streams.
-    // Each call has its own deadline; idle sockets are dropped before uvicorn's 5 s keep-alive closes them.
-    this.pool = new UpstreamPool(url.origin, { timeoutMs: RELOAD_LIMIT_MS, keepAliveMs: 4000 });
+    ({ pool: this.pool, prefix: this.prefix } = createUpstreamPool(opts.baseUrl, { timeoutMs: RELOAD_LIMIT_MS }));
   }
 
   private async call(what: string, method: 'GET' | 'POST', path: string, timeoutMs: number, body?: unknown): Promise<{ status: number; text: string }> {
@@ -47,8 +47,10 @@ export class EngineClient {
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.opts.apiKey && path.startsWith('/v1')) headers.authorization = `Bearer ${this.opts.apiKey}`;
     try {
-      const res = await this.pool.request(
-        { method, path: this.prefix + path, headers, body: body === undefined ? null : Buffer.from(JSON.stringify(body)) },
+      const res = await bufferedRequest(
+        this.pool,
+        { method, path: this.prefix + path, headers, body: body === undefined ? null : JSON.stringify(body) },
+        MAX_CONTROL_BODY,
         AbortSignal.timeout(timeoutMs),
       );
       return { status: res.status, text: res.body.toString('utf8') };
@@ -135,6 +137,6 @@ export class EngineClient {
   }
 
   close(): void {
-    this.pool.close();
+    this.pool.destroy().catch(() => {});
   }
 }

@@ -1,5 +1,5 @@
 // Writing the gateway's own answers, through Hono or straight to the Node response.
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import { GatewayError } from '../errors.ts';
 import { ClientGoneError } from '../proxy/body.ts';
 import { LifecycleError, type EngineState } from '../engine/lifecycle.ts';
@@ -38,6 +38,7 @@ export const closesConnection = (e: GatewayError) => e.status === 413;
 export function writeError(out: ServerResponse, e: GatewayError): void {
   if (out.headersSent || out.destroyed) return;
   const body = JSON.stringify(e.body());
-  out.writeHead(e.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...e.headers() });
+  // The reason phrase is given: a head Node refused may have left another status's phrase behind.
+  out.writeHead(e.status, STATUS_CODES[e.status] ?? 'Error', { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...e.headers() });
   out.end(body);
 }

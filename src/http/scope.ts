@@ -36,7 +36,8 @@ export function scopeOpener(d: AppDeps): OpenScope {
       const method = req.method ?? 'GET';
       record.done(route, method, status, ms / 1000);
       if (relay?.ttfbMs != null) record.ttfb(route, relay.ttfbMs / 1000);
-      if (relay?.error && relay.error !== 'client_gone') d.metrics.upstreamErrors.inc({ kind: relay.error });
+      if (relay?.error === 'client_stalled') d.metrics.clientStalls.inc();
+      else if (relay?.error && relay.error !== 'client_gone') d.metrics.upstreamErrors.inc({ kind: relay.error });
       const bytes = sock ? sock.bytesWritten - sent0 : undefined;
       if (relay && bytes) record.relayed(route, bytes);
       d.log.info(

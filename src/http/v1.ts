@@ -1,8 +1,8 @@
 // /v1/*: everything vLLM's OpenAI API serves, relayed as it comes. A plain Node handler, so that the hot
-// path can skip the framework (see app.ts); Hono reaches it too, for the spellings only it canonicalises.
+// path skips the framework (see app.ts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { KeySet } from '../auth.ts';
-import { rawQueryOf } from '../paths.ts';
+import type { Target } from '../paths.ts';
 import { readBody } from '../proxy/body.ts';
 import { newRelayResult } from '../proxy/forward.ts';
 import { admit, begin } from './admission.ts';
@@ -24,11 +24,11 @@ export function modelOf(body: Buffer): string | undefined {
   return m ? m[1] : undefined;
 }
 
-export type V1Handler = (req: IncomingMessage, res: ServerResponse, scope: RequestScope) => Promise<void>;
+export type V1Handler = (req: IncomingMessage, res: ServerResponse, scope: RequestScope, target: Target) => Promise<void>;
 
 /** Credentials and the concurrency limit, then the body, admission (waiting for the engine) and the relay. Throws refusals. */
 export function relayV1(d: AppDeps, apiKeys: KeySet): V1Handler {
-  return async function relayV1(req, res, scope) {
+  return async function relayV1(req, res, scope, target) {
     const refused = apiKeyRefusal(apiKeys, req.headers) ?? concurrencyRefusal(d);
     if (refused) throw refused;
     const method = req.method ?? 'GET';
@@ -39,6 +39,6 @@ export function relayV1(d: AppDeps, apiKeys: KeySet): V1Handler {
     await admit(d, res, passive);
     ticket.forwarded();
     scope.relay = newRelayResult();
-    await d.forwarder.forward(req, res, method, scope.path + rawQueryOf(req.url ?? ''), body, scope.id, writeError, scope.relay);
+    await d.forwarder.forward(req, res, method, target.upstreamPath + target.query, body, scope.id, writeError, scope.relay);
   };
 }

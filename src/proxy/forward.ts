@@ -1,19 +1,22 @@
-// The streaming relay: vLLM's response is written to the client as it comes (the upstream connection's
-// bytes straight into the Node response, backpressure included); a client that leaves aborts the upstream
-// request; a stream that breaks after its 200 ends with an SSE error event and [DONE].
-import type { IncomingMessage, ServerResponse } from 'node:http';
+// The streaming relay on undici's dispatch API: llhttp decodes vLLM's response, and the gateway writes what
+// it decoded to the client, chunk framing included (size line, data and CRLF in one write, straight to the
+// socket), never vLLM's own framing bytes or headers. A client that reads slowly pauses vLLM's stream and is
+// cut after CLIENT_STALL_TIMEOUT_SECONDS; a client that leaves aborts the upstream request; a stream that
+// breaks after its 200 ends on an event boundary with an SSE error event and [DONE].
+import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Dispatcher, Pool } from 'undici';
 import { GatewayError, retryHeaders } from '../errors.ts';
-import { frameChunk, LAST_CHUNK } from './chunked.ts';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from './headers.ts';
-import type { Framing, ResponseHead } from './response-head.ts';
-import { UpstreamPool, type Exchange, type ExchangeHandler } from './upstream.ts';
-import { normalizeErrorBody, sseErrorEvent, transportError, transportErrorKind, type UpstreamErrorKind } from './upstream-errors.ts';
+import { BadUpstreamResponse, clientResponseHead, upstreamRequestHeaders } from './headers.ts';
+import { EventBoundary } from './sse-events.ts';
+import { bufferedRequest, createUpstreamPool } from './upstream.ts';
+import { normalizeErrorBody, ResponseTooLarge, sseErrorEvent, transportError, transportErrorKind, type UpstreamErrorKind } from './upstream-errors.ts';
 
 /** Why the gateway itself cut a relay short. */
 export class RelayAbort extends Error {
+  override readonly name = 'RelayAbort';
   constructor(
-    readonly why: 'client_gone' | 'shutdown',
+    readonly why: 'client_gone' | 'client_stalled' | 'shutdown',
     message: string,
   ) {
     super(message);
@@ -26,7 +29,7 @@ export interface RelayResult {
   ttfbMs: number | null;
   streamed: boolean;
   /** How the relay ended when it did not end normally. */
-  error?: UpstreamErrorKind | 'client_gone' | 'shutdown';
+  error?: UpstreamErrorKind | RelayAbort['why'];
 }
 
 export const newRelayResult = (): RelayResult => ({ status: 0, ttfbMs: null, streamed: false });
@@ -36,38 +39,35 @@ export interface ForwarderOptions {
   vllmApiKey: string | undefined;
   /** Longest silence from vLLM while a request runs: long generations must not be cut. */
   upstreamTimeoutMs: number;
+  /** How long a client may read nothing while vLLM's stream waits for it; 0 = forever. */
+  clientStallMs: number;
 }
 
+/** Error bodies are read whole (to wrap the ones that are not OpenAI-shaped): no more than this. */
 const MAX_ERROR_BODY = 1 << 20;
+/** /inference reads the completion whole: no more than this. */
+export const MAX_INFERENCE_BODY = 8 << 20;
+/** An SSE event is held until it is whole, up to this; a larger one is passed on as it comes. */
+const MAX_HELD_EVENT = 256 << 10;
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 export class Forwarder {
-  private readonly pool: UpstreamPool;
+  private readonly pool: Pool;
   private readonly prefix: string;
   private stopped: RelayAbort | null = null;
 
-  constructor(private readonly opts: ForwarderOptions) {
-    const url = new URL(opts.baseUrl);
-    this.prefix = url.pathname.replace(/\/+$/, '');
-    // uvicorn closes idle keep-alive sockets after 5 s: drop ours first.
-    this.pool = new UpstreamPool(url.origin, { timeoutMs: opts.upstreamTimeoutMs, keepAliveMs: 4000 });
-  }
-
-  /** The upstream path for a gateway path: VLLM_URL may carry a path prefix. */
-  upstreamPath(pathAndQuery: string): string {
-    return this.prefix + pathAndQuery;
+  constructor(readonly opts: ForwarderOptions) {
+    ({ pool: this.pool, prefix: this.prefix } = createUpstreamPool(opts.baseUrl, { timeoutMs: opts.upstreamTimeoutMs }));
   }
 
   /**
    * Ends every upstream call still running (shutdown deadline): streams get the SSE error event, the others
-   * 503. The pool reaches them through its connections, which live across requests: nothing registers per
-   * request. A Set of running relays did that once, and after a burst of 1000 streams it made V8 promote
-   * about 1.2 MB per scavenge instead of 30 KB, still 48,000 requests later: +40 % CPU per request
-   * (measured with --trace-gc-nvp; README, Performance).
+   * 503. Destroying the pool reaches them through its connections: nothing registers per request.
    */
   abortAll(message: string): void {
     if (this.stopped) return;
     this.stopped = new RelayAbort('shutdown', message);
-    this.pool.destroy(this.stopped);
+    this.pool.destroy(this.stopped).catch(() => {});
   }
 
   /** Why upstream calls were cut short, once abortAll has run: their errors are the shutdown's. */
@@ -76,16 +76,15 @@ export class Forwarder {
   }
 
   /**
-   * Relays one request: vLLM's chunks are written to the Node response as they arrive, as vLLM framed them
-   * when the client speaks HTTP/1.1 (one read, one write per chunk), and the upstream read pauses while the
-   * client is slow. Never rejects: failures are answered through `onError` or ended in-stream, and reported
-   * in `result`, which is filled in as the relay goes (the access log reads it even if the client leaves first).
+   * Relays one request to `target` (a path and query that parseTarget produced). Never rejects: failures are
+   * answered through `onError` or ended in-stream, and reported in `result`, which is filled in as the relay
+   * goes (the access log reads it even if the client leaves first).
    */
   forward(
     incoming: IncomingMessage,
     outgoing: ServerResponse,
     method: string,
-    pathAndQuery: string,
+    target: string,
     body: Buffer | null,
     requestId: string,
     onError: (out: ServerResponse, e: GatewayError) => void,
@@ -93,47 +92,59 @@ export class Forwarder {
   ): Promise<RelayResult> {
     return new Promise<RelayResult>((resolve) => {
       const relay = new Relay(this, outgoing, requestId, onError, result, resolve);
-      try {
-        relay.exchange = this.pool.dispatch(
-          { method, path: this.upstreamPath(pathAndQuery), headers: upstreamRequestHeaders(incoming.headers, requestId, this.opts.vllmApiKey), body },
-          relay,
-        );
-      } catch (e) {
-        // A destroyed pool (after abortAll) refuses at once; admission turns requests away before that.
-        onError(outgoing, this.stopped ? shutdownError() : transportError(e));
-        relay.finish(this.stopped ? 'shutdown' : 'other');
-      }
+      const headers = upstreamRequestHeaders(incoming.rawHeaders, requestId, this.opts.vllmApiKey);
+      // A synchronous refusal (a destroyed pool, an argument undici will not write) reaches onResponseError.
+      this.pool.dispatch({ method, path: this.prefix + target, headers, body }, relay);
     });
   }
 
-  /** A whole JSON exchange (POST /inference): status and decoded body. Throws transport failures as they are. */
+  /** A whole JSON exchange (POST /inference): status and decoded body, at most MAX_INFERENCE_BODY bytes. */
   async requestJson(path: string, requestId: string, body: unknown, signal: AbortSignal): Promise<{ status: number; text: string }> {
-    const headers = { ...upstreamRequestHeaders({}, requestId, this.opts.vllmApiKey), 'content-type': 'application/json' };
-    const res = await this.pool.request({ method: 'POST', path: this.upstreamPath(path), headers, body: Buffer.from(JSON.stringify(body)) }, signal);
+    const headers = upstreamRequestHeaders(['content-type', 'application/json'], requestId, this.opts.vllmApiKey);
+    const res = await bufferedRequest(this.pool, { method: 'POST', path: this.prefix + path, headers, body: JSON.stringify(body) }, MAX_INFERENCE_BODY, signal);
     return { status: res.status, text: res.body.toString('utf8') };
   }
 
   close(): void {
-    this.pool.close();
+    this.pool.destroy().catch(() => {});
   }
 }
 
+/** One chunk of HTTP/1.1 chunked framing around `data`, in one buffer: one write per chunk. */
+export function frameChunk(data: Uint8Array): Buffer {
+  const size = data.length.toString(16);
+  const out = Buffer.allocUnsafe(size.length + data.length + 4);
+  out.write(size, 0, 'latin1');
+  out[size.length] = 13;
+  out[size.length + 1] = 10;
+  out.set(data, size.length + 2);
+  out[out.length - 2] = 13;
+  out[out.length - 1] = 10;
+  return out;
+}
+
 /**
- * One relay's state and the upstream exchange's handler for it. A class rather than closures: on the hot
- * path this is one allocation per request instead of a dozen.
+ * One relay's state and undici's handler for it. A class rather than closures: on the hot path this is one
+ * allocation per request instead of a dozen.
  */
-class Relay implements ExchangeHandler {
-  exchange: Exchange | null = null;
+class Relay implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
   private aborted: RelayAbort | null = null;
+  private done = false;
   private headersSent = false;
-  /** The response carries vLLM's own chunked framing: what the gateway adds must be framed too. */
-  private raw = false;
+  /** vLLM's head, checked and ready for the client, until it is sent. */
+  private head: OutgoingHttpHeaders | null = null;
+  /** Node chose chunked framing towards the client: the gateway writes it (Node's own is switched off). */
+  private framed = false;
+  /** An event stream: only whole events go out, so that an error event can always follow. */
+  private events: EventBoundary | null = null;
   private errorBody: Buffer[] | null = null;
-  private errorHeaders: Record<string, string | string[]> = {};
+  private errorHeaders: Record<string, string | string[] | undefined> = {};
   private errorBytes = 0;
   /** What a slow client's 'drain' is awaited on (the response, or its socket), while it is. */
   private awaitingDrain: NodeJS.EventEmitter | null = null;
-  /** Raw relays, once the head is out: the client's socket, written directly. */
+  private stallTimer: NodeJS.Timeout | null = null;
+  /** Framed relays, once the head is out: the client's socket, written directly. */
   private direct: Socket | null = null;
   private readonly t0 = performance.now();
   private readonly onClose = () => {
@@ -141,7 +152,13 @@ class Relay implements ExchangeHandler {
   };
   private readonly onDrain = () => {
     this.awaitingDrain = null;
-    this.exchange?.resume();
+    this.clearStall();
+    this.controller?.resume();
+  };
+  private readonly onStall = () => {
+    this.stallTimer = null;
+    const s = Math.round(this.owner.opts.clientStallMs / 1000);
+    this.abort(new RelayAbort('client_stalled', `the client read nothing for ${s} s (CLIENT_STALL_TIMEOUT_SECONDS)`));
   };
 
   constructor(
@@ -156,66 +173,100 @@ class Relay implements ExchangeHandler {
   }
 
   private abort(reason: RelayAbort): void {
-    if (this.aborted) return;
+    if (this.aborted || this.done) return;
     this.aborted = reason;
-    this.exchange?.abort(reason);
+    this.controller?.abort(reason); // before the request is on a connection: onRequestStart aborts it
   }
 
-  finish(error?: RelayResult['error']): void {
+  private finish(error?: RelayResult['error']): void {
+    this.done = true;
     this.out.off('close', this.onClose);
     this.awaitingDrain?.off('drain', this.onDrain);
+    this.clearStall();
     if (error) this.result.error = error;
     this.resolve(this.result);
   }
 
-  onHead(head: ResponseHead, framing: Framing): boolean {
-    const status = head.status;
-    this.result.status = status;
-    if (status >= 400) {
-      // Error bodies are small: read them whole so non-OpenAI shapes can be wrapped (contract "Errors").
-      this.errorBody = [];
-      this.errorHeaders = head.headers;
-      return false;
-    }
-    const type = head.headers['content-type'];
-    this.result.streamed = typeof type === 'string' && type.startsWith('text/event-stream');
-    try {
-      this.out.writeHead(status, downstreamResponseHeaders(head.headers, this.requestId));
-    } catch (e) {
-      // Node validates each header as it sets it: take back those set before the one it refused.
-      for (const name of this.out.getHeaderNames()) if (name !== 'x-request-id' && name !== 'connection') this.out.removeHeader(name);
-      throw e;
-    }
-    this.headersSent = true;
-    // writeHead has decided the framing towards the client. Where Node chose chunked (an HTTP/1.1 client with
-    // a body to get), vLLM's chunks go out as they came, framing and all, and Node adds none of its own; its
-    // end() then adds no terminating chunk either (vLLM's is relayed). HTTP/1.0 clients get the decoded body.
-    if (framing.kind === 'chunked' && this.out.chunkedEncoding) {
-      this.out.chunkedEncoding = false;
-      this.raw = true;
-    }
-    return this.raw;
+  private clearStall(): void {
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
   }
 
-  onData(chunk: Buffer): boolean {
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.aborted) controller.abort(this.aborted);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
+    if (status < 200 || status > 599) {
+      // 1xx hints are not passed on (the final answer follows); a 101 never gets here (undici refuses it).
+      if (status < 100 || status > 599) controller.abort(new BadUpstreamResponse(`vLLM answered with status ${status}`));
+      return;
+    }
+    this.result.status = status;
+    if (status >= 400) {
+      // Error bodies are small: read them whole so non-OpenAI shapes can be wrapped (docs/contract.md, Errors).
+      this.errorBody = [];
+      this.errorHeaders = headers;
+      return;
+    }
+    const type = headers['content-type'];
+    this.result.streamed = typeof type === 'string' && type.startsWith('text/event-stream');
+    try {
+      const head = clientResponseHead(headers, this.requestId);
+      // An event stream is always framed by the gateway, so that an error event can still follow a break.
+      if (head.contentLength !== undefined && !this.result.streamed) head.headers['content-length'] = head.contentLength;
+      this.head = head.headers;
+    } catch (e) {
+      controller.abort(e instanceof BadUpstreamResponse ? e : new BadUpstreamResponse(String(e)));
+      return;
+    }
+    // An event stream's head goes out at once: from then on a failure is an error event in the stream. Other
+    // heads wait for the first body byte, so that a failure before it is still a clean 502.
+    if (this.result.streamed) {
+      this.events = new EventBoundary(MAX_HELD_EVENT);
+      this.sendHead();
+    }
+  }
+
+  private sendHead(): void {
+    this.headersSent = true;
+    this.out.writeHead(this.result.status, this.head!);
+    // writeHead has decided the framing towards the client: chunked for an HTTP/1.1 client and a body of
+    // unknown length, which the gateway then writes itself; HTTP/1.0 clients get the bytes as they are.
+    if (this.out.chunkedEncoding) {
+      this.out.chunkedEncoding = false;
+      this.framed = true;
+    }
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.result.ttfbMs === null) this.result.ttfbMs = performance.now() - this.t0;
     if (this.errorBody) {
       this.errorBytes += chunk.length;
-      if (this.errorBytes <= MAX_ERROR_BODY) this.errorBody.push(chunk);
-      return true;
+      if (this.errorBytes > MAX_ERROR_BODY) controller.abort(new ResponseTooLarge(MAX_ERROR_BODY));
+      else this.errorBody.push(chunk);
+      return;
     }
+    const data = this.events ? this.events.push(chunk) : chunk;
+    if (data && !this.write(data)) controller.pause();
+  }
+
+  /** Writes body bytes (framed when the gateway frames); false when the client is behind. */
+  private write(data: Buffer): boolean {
+    if (!this.headersSent) this.sendHead();
+    if (data.length === 0) return true;
+    const bytes = this.framed ? frameChunk(data) : data;
     const direct = this.direct;
     if (direct) {
-      if (direct.write(chunk)) return true;
+      if (direct.write(bytes)) return true;
       this.waitDrain(direct);
       return false;
     }
-    const ok = this.out.write(chunk);
-    // A raw relay's first write carried the response head; from the second on, vLLM's framed chunks go to the
-    // socket itself. Through the response, each write costs a cork, a nextTick and a buffered entry (about
-    // 7 µs of user CPU per paced chunk, measured): the bytes would be the same. Node's own end() still
-    // closes the response, after the socket has flushed what was written here.
-    if (this.raw && this.out.socket) this.direct = this.out.socket;
+    const ok = this.out.write(bytes);
+    // The first write carried the response head; the next ones go to the socket itself. Through the
+    // response each write costs a cork, a nextTick and a buffered entry; the bytes would be the same.
+    if (this.framed && this.out.socket) this.direct = this.out.socket;
     if (ok) return true;
     this.waitDrain(this.out);
     return false;
@@ -225,43 +276,68 @@ class Relay implements ExchangeHandler {
     if (this.awaitingDrain) return;
     this.awaitingDrain = on;
     on.once('drain', this.onDrain);
+    const ms = this.owner.opts.clientStallMs;
+    if (ms > 0) this.stallTimer = setTimeout(this.onStall, ms);
   }
 
-  onEnd(): void {
-    if (this.errorBody) {
-      const status = this.result.status;
-      const out = normalizeErrorBody(status, Buffer.concat(this.errorBody).toString('utf8'));
-      const h = downstreamResponseHeaders(this.errorHeaders, this.requestId);
-      // Every 429 and 503 carries both retry hints, at most 60 s (contract "Errors"), vLLM's included.
-      if (status === 429 || status === 503) Object.assign(h, retryHeaders(retryAfterMsOf(this.errorHeaders)));
-      h['content-type'] = 'application/json';
-      h['content-length'] = Buffer.byteLength(out);
-      this.out.writeHead(status, h);
-      this.out.end(out);
-    } else {
-      this.out.end();
+  onResponseEnd(): void {
+    if (this.errorBody) return this.endWithErrorBody();
+    const rest = this.events?.flush();
+    if (rest) this.write(rest);
+    if (!this.headersSent) this.sendHead();
+    if (this.framed) {
+      if (this.direct) this.direct.write(LAST_CHUNK);
+      else this.out.write(LAST_CHUNK);
     }
+    this.out.end();
     this.finish();
   }
 
-  onError(err: Error): void {
+  private endWithErrorBody(): void {
+    const status = this.result.status;
+    let h;
+    try {
+      h = clientResponseHead(this.errorHeaders, this.requestId).headers;
+    } catch (e) {
+      this.answerError(this.out, transportError(e));
+      return this.finish('bad_response');
+    }
+    const text = normalizeErrorBody(status, Buffer.concat(this.errorBody!, this.errorBytes).toString('utf8'));
+    // Every 429 and 503 carries both retry hints, at most 60 s (docs/contract.md, Errors), vLLM's included.
+    if (status === 429 || status === 503) Object.assign(h, retryHeaders(retryAfterMsOf(this.errorHeaders)));
+    h['content-type'] = 'application/json';
+    h['content-length'] = Buffer.byteLength(text);
+    this.out.writeHead(status, STATUS_CODES[status] ?? 'Error', h);
+    this.out.end(text);
+    this.finish();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+    if (this.done) return;
     const aborted = this.aborted ?? this.owner.shutdownAbort;
     if (aborted?.why === 'client_gone') return this.finish('client_gone');
+    if (aborted?.why === 'client_stalled') {
+      this.out.destroy();
+      return this.finish('client_stalled');
+    }
     const shutdown = aborted?.why === 'shutdown';
     const kind = transportErrorKind(err);
     if (!this.headersSent) {
       this.answerError(this.out, shutdown ? shutdownError() : transportError(err));
-    } else if (this.result.streamed && !this.out.destroyed) {
+    } else if (this.events && !this.out.destroyed) {
+      const s = Math.round(this.owner.opts.upstreamTimeoutMs / 1000);
       const msg = shutdown
         ? aborted!.message
         : kind === 'timeout'
-          ? `${err.message} (UPSTREAM_TIMEOUT_SECONDS): the stream was ended`
+          ? `vLLM sent nothing for ${s} s in the middle of its response (UPSTREAM_TIMEOUT_SECONDS): the stream was ended`
           : `the stream from vLLM broke: ${(err as { code?: string }).code ?? err.message}; the engine may have crashed`;
-      const event = sseErrorEvent(msg, shutdown ? 'shutting_down' : 'engine_stream_broken');
-      // Raw relays stop at a chunk boundary: the event is a chunk of its own, then the body ends.
-      this.out.end(this.raw ? frameChunk(event) + LAST_CHUNK : event);
+      // What was held of an unfinished event is dropped: the error event follows whole events only.
+      const event = Buffer.from(sseErrorEvent(msg, shutdown ? 'shutting_down' : 'engine_stream_broken'));
+      this.write(event);
+      if (this.framed) (this.direct ?? this.out).write(LAST_CHUNK);
+      this.out.end();
     } else {
-      // A JSON body cut short cannot be mended: close the connection so the client sees an error.
+      // A body cut short that the gateway cannot end cleanly: close the connection so the client sees an error.
       this.out.destroy(err);
     }
     this.finish(shutdown ? 'shutdown' : kind);

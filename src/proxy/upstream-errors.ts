@@ -1,31 +1,57 @@
 // Everything that can go wrong between the gateway and vLLM, mapped in one place.
 import { envelope, GatewayError } from '../errors.ts';
 
-// Socket errors keep their errno code; the relay's own (proxy/upstream.ts) are UPSTREAM_*.
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
-const TIMEOUT = new Set(['UPSTREAM_HEADERS_TIMEOUT', 'UPSTREAM_BODY_TIMEOUT']);
-const LOST = new Set(['UPSTREAM_CLOSED', 'ECONNRESET', 'EPIPE']);
+// undici's errors carry a code (UND_ERR_*, HPE_* from llhttp, or the socket's errno); the gateway's own
+// are UPSTREAM_*.
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+const TIMEOUT = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const LOST = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_CLOSED']);
+const BAD = new Set(['UPSTREAM_BAD_RESPONSE', 'UND_ERR_HEADERS_OVERFLOW', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'UND_ERR_RES_EXCEEDED_MAX_SIZE']);
 
-export type UpstreamErrorKind = 'unreachable' | 'timeout' | 'connection_lost' | 'other';
+export type UpstreamErrorKind = 'unreachable' | 'timeout' | 'connection_lost' | 'bad_response' | 'too_large' | 'refused' | 'other';
+
+/** A body the gateway buffers (an error answer, /inference, a control call) went past its cap. */
+export class ResponseTooLarge extends Error {
+  override readonly name = 'ResponseTooLarge';
+  readonly code = 'UPSTREAM_TOO_LARGE';
+  constructor(readonly limit: number) {
+    super(`vLLM's answer is over the ${limit} bytes the gateway reads whole`);
+  }
+}
 
 export function transportErrorKind(e: unknown): UpstreamErrorKind {
-  const code = (e as { code?: string })?.code ?? '';
+  const err = e as { code?: string; message?: string } | undefined;
+  const code = err?.code ?? '';
   if (UNREACHABLE.has(code)) return 'unreachable';
   if (TIMEOUT.has(code)) return 'timeout';
+  if (code === 'UPSTREAM_TOO_LARGE') return 'too_large';
+  if (code === 'UND_ERR_INVALID_ARG') return 'refused';
+  if (BAD.has(code) || code.startsWith('HPE_')) return 'bad_response';
+  // undici's SocketError: 'other side closed' and 'closed' are a lost connection; 'bad response' (bytes
+  // nobody asked for) and 'bad upgrade' (a 101) are a response the gateway refuses.
+  if (code === 'UND_ERR_SOCKET') return /^bad /.test(err?.message ?? '') ? 'bad_response' : 'connection_lost';
   if (LOST.has(code)) return 'connection_lost';
   return 'other';
 }
 
 /** A transport failure before vLLM's response headers: 503 (retry), 504 (too slow) or 502 (broken). */
 export function transportError(e: unknown): GatewayError {
-  const detail = (e as { code?: string })?.code ?? (e as Error)?.message ?? 'unknown error';
+  const err = e as { code?: string; message?: string } | undefined;
+  const detail = err?.code ?? err?.message ?? 'unknown error';
   switch (transportErrorKind(e)) {
     case 'unreachable':
       return new GatewayError(503, 'engine_unreachable', `vLLM is not reachable (${detail})`, 'service_unavailable', { retryAfterMs: 5000 });
     case 'timeout':
-      return new GatewayError(504, 'engine_timeout', `vLLM did not answer in time (${detail})`, 'upstream_error');
+      return new GatewayError(504, 'engine_timeout', `vLLM did not answer in time (${detail}, UPSTREAM_TIMEOUT_SECONDS)`, 'upstream_error');
     case 'connection_lost':
       return new GatewayError(502, 'engine_connection_lost', `the connection to vLLM broke before it answered (${detail}); the engine may have crashed`, 'upstream_error');
+    case 'too_large':
+      return new GatewayError(502, 'engine_response_too_large', err?.message ?? 'vLLM answered with more than the gateway reads', 'upstream_error');
+    case 'refused':
+      // undici will not write the request (a method or header it refuses): the client's request, not vLLM.
+      return new GatewayError(400, 'invalid_request', `the request cannot be forwarded to vLLM (${err?.message ?? detail})`, 'invalid_request_error');
+    case 'bad_response':
+      return new GatewayError(502, 'engine_error', `vLLM sent a response the gateway does not pass on (${err?.message || detail})`, 'upstream_error');
     default:
       return new GatewayError(502, 'engine_error', `request to vLLM failed (${detail})`, 'upstream_error');
   }

@@ -3,6 +3,8 @@
 // figures and ratios, and writes the results as JSON (bench-results/) for comparing runs.
 //
 //   npm run bench [-- --rounds 3] [-- --quick] [-- --only plain]   (--only: scenarios whose name starts so)
+//   BENCH_BASELINE=/path/to/other/checkout npm run bench    (also measures that checkout's built gateway,
+//                                                            as `baseline`: before and after in one run)
 import { execSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -174,10 +176,11 @@ function rssMb(pid: number): number {
 // ---- load -------------------------------------------------------------------------------------
 
 /** What the gateway is compared with, besides a direct connection. */
-const REFERENCES = ['nginx', 'node-min', 'node-raw'] as const;
+const REFERENCES = ['nginx', 'node-min', 'node-raw', 'baseline'] as const;
+const BASELINE = process.env.BENCH_BASELINE;
 
 interface Target {
-  name: 'direct' | 'gateway' | 'nginx' | 'node-min' | 'node-raw';
+  name: 'direct' | 'gateway' | 'nginx' | 'node-min' | 'node-raw' | 'baseline';
   port: number;
   pid?: number; // the proxy process whose CPU and memory are measured
 }
@@ -355,6 +358,14 @@ async function main(): Promise<void> {
     { name: 'direct', port: upPort },
     { name: 'gateway', port: gwPort, pid: gw.pid! },
   ];
+  if (BASELINE) {
+    const main = path.join(path.resolve(BASELINE), 'dist/main.js');
+    if (!fs.existsSync(main)) throw new Error(`BENCH_BASELINE: no ${main} (run npm ci and npm run build there)`);
+    const port = await freePort();
+    const base = run(process.execPath, [...gwFlags, main], { PORT: String(port), HOST: '127.0.0.1', VLLM_URL: `http://127.0.0.1:${upPort}`, LOG_LEVEL: 'info', WARMUP_ON_WAKE: 'false' });
+    await waitHttp(`http://127.0.0.1:${port}/health`);
+    targets.push({ name: 'baseline', port, pid: base.pid! });
+  }
   const nginxBin = ensureNginx();
   if (nginxBin) {
     const ng = await startNginx(nginxBin, upPort);
@@ -472,7 +483,7 @@ async function main(): Promise<void> {
         .filter((k) => byTarget[k])
         .map((k) => `${k} ${fmt(stats(byTarget[k]))}`);
       console.log(`  ${metric.padEnd(26)} ${cells.join('  ')}${ratio}`);
-      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']), node_raw: stats(byTarget['node-raw']), samples: byTarget });
+      rows.push({ scenario, metric, direct: d, gateway: g, nginx: n, node_min: stats(byTarget['node-min']), node_raw: stats(byTarget['node-raw']), baseline: stats(byTarget.baseline), samples: byTarget });
     }
   }
   // The targets are set for the full sizes: a quick run's small counts are not judged.

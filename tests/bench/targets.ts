@@ -38,7 +38,7 @@ export const TARGETS: Target[] = [
   { label: 'chunks lost, requests failed', scenarios: ['paced', 'fast'], metric: 'chunks_delivered', rule: { kind: 'lossless' } },
 ];
 
-export const JUDGED = ['gateway', 'node-min', 'node-raw'] as const;
+export const JUDGED = ['gateway', 'node-min', 'node-raw', 'baseline'] as const;
 
 export interface Verdict {
   target: string;

@@ -12,11 +12,16 @@ test('OpenAI envelope and retry headers capped at 60 s', () => {
   assert.equal(new GatewayError(401, 'x', 'y').headers()['www-authenticate'], 'Bearer realm="vllm-gateway"');
 });
 
-test('transport errors: refused → 503, timeouts → 504, broken → 502', () => {
+test('transport errors (undici\'s codes): unreachable → 503, timeouts → 504, broken or refused responses → 502', () => {
   assert.equal(transportError({ code: 'ECONNREFUSED' }).status, 503);
   assert.ok(transportError({ code: 'ECONNREFUSED' }).retryAfterMs);
-  assert.equal(transportError({ code: 'UPSTREAM_HEADERS_TIMEOUT' }).status, 504);
-  assert.equal(transportError({ code: 'UPSTREAM_CLOSED' }).status, 502);
+  assert.equal(transportError({ code: 'UND_ERR_HEADERS_TIMEOUT' }).status, 504);
+  assert.equal(transportError({ code: 'UND_ERR_BODY_TIMEOUT' }).status, 504);
+  assert.equal(transportError({ code: 'UND_ERR_SOCKET', message: 'other side closed' }).code, 'engine_connection_lost');
+  assert.equal(transportError({ code: 'UND_ERR_SOCKET', message: 'bad upgrade' }).code, 'engine_error');
+  assert.equal(transportError({ code: 'HPE_INVALID_CHUNK_SIZE', message: 'Response does not match the HTTP/1.1 protocol' }).code, 'engine_error');
+  assert.equal(transportError({ code: 'UPSTREAM_TOO_LARGE', message: 'too big' }).code, 'engine_response_too_large');
+  assert.equal(transportError({ code: 'UND_ERR_INVALID_ARG', message: 'invalid method' }).status, 400, 'a request undici will not write is the client\'s');
   assert.equal(transportError(new Error('weird')).status, 502);
 });
 

@@ -3,8 +3,10 @@ import { test } from 'node:test';
 import { credentialOf, KeySet } from '../../src/auth.ts';
 import { adminRefusal, apiKeyRefusal } from '../../src/http/middleware.ts';
 import { vllmArgv, vllmEnv } from '../../src/engine/args.ts';
-import { canonicalPath, INVALID_PATH, rawPathOf, rawQueryOf } from '../../src/paths.ts';
-import { downstreamResponseHeaders, requestIdOf, upstreamRequestHeaders } from '../../src/proxy/headers.ts';
+import { INVALID_PATH, parseTarget } from '../../src/paths.ts';
+import { BadUpstreamResponse, clientResponseHead, requestIdOf, upstreamRequestHeaders } from '../../src/proxy/headers.ts';
+
+const canonicalPath = (raw: string) => parseTarget(raw).path;
 
 test('canonical paths: no spelling reaches a route it does not name', () => {
   assert.equal(canonicalPath('/v1/chat/completions'), '/v1/chat/completions');
@@ -18,8 +20,29 @@ test('canonical paths: no spelling reaches a route it does not name', () => {
   assert.equal(canonicalPath('/v1/%ZZ'), INVALID_PATH);
   assert.equal(canonicalPath('/v1/a%00b'), INVALID_PATH);
   assert.equal(canonicalPath('/v1\\..\\sleep'), INVALID_PATH);
-  assert.equal(rawPathOf('http://h:1/v1/x?y=1'), '/v1/x');
-  assert.equal(rawQueryOf('http://h:1/v1/x?y=1&z'), '?y=1&z');
+  assert.equal(canonicalPath('/.well-known/x'), '/.well-known/x');
+  assert.equal(canonicalPath('/v1/a..b/c.'), '/v1/a..b/c.');
+});
+
+test('targets: what vLLM is sent means the routed path to a server that decodes once, in visible ASCII', () => {
+  assert.deepEqual(parseTarget('/v1/chat/completions?x=1&y'), { path: '/v1/chat/completions', query: '?x=1&y', upstreamPath: '/v1/chat/completions' });
+  assert.deepEqual(parseTarget('http://h:1/v1/models?y=1'), { path: '/v1/models', query: '?y=1', upstreamPath: '/v1/models' });
+  assert.equal(parseTarget('/v1/chat%2Fcompletions').upstreamPath, '/v1/chat/completions');
+  assert.equal(parseTarget('/v1/./models/').upstreamPath, '/v1/models/');
+  assert.equal(parseTarget('/v1/a%22b%7Bc%7D').path, '/v1/a"b{c}');
+  assert.equal(parseTarget('/v1/a%22b%7Bc%7D').upstreamPath, '/v1/a%22b%7Bc%7D');
+  assert.equal(parseTarget('/v1/a"b').upstreamPath, '/v1/a"b', 'a canonical raw path is sent as it came');
+  // Whatever decodes to a control character, a space, ?, # or a byte outside ASCII is refused.
+  for (const bad of ['/v1/a%0D%0Ab', '/v1/a%20b', '/v1/a%3Fb', '/v1/a%23b', '/v1/%C4%8A', '/v1/%C3%A9', '/v1/a%7Fb', '/v1/%250D%250A', '/v1/%25', '/v1/models#x', '/v1/models?a#x', '*', 'ftp://h/v1/x', '/v1/a\u00e9']) {
+    assert.equal(parseTarget(bad).path, INVALID_PATH, bad);
+  }
+  // An encoded CR LF in a query stays encoded: data to vLLM, never a line break.
+  assert.equal(parseTarget('/v1/models?a=%0D%0A').query, '?a=%0D%0A');
+  for (const raw of ['/v1/x', '/v1/%2e%2e/v1/x', '/v1/%252e/x', '/v1//x/', '/v1/a%5B%5D']) {
+    const t = parseTarget(raw);
+    assert.match(t.upstreamPath, /^[\x21-\x7e]+$/, raw);
+    if (t.path !== INVALID_PATH) assert.equal(decodeURIComponent(t.upstreamPath), t.path, `${raw}: decoded once, vLLM sees the routed path`);
+  }
 });
 
 test('credentials: Bearer (any case) or x-api-key; constant-time set membership', () => {
@@ -63,19 +86,31 @@ test('vLLM command line and environment of the contract', () => {
   assert.deepEqual(env, { HF_TOKEN: 'hf', CUDA_VISIBLE_DEVICES: '0', VLLM_SERVER_DEV_MODE: '1' });
 });
 
-test('headers: hop-by-hop and gateway credentials never cross; request id everywhere', () => {
-  const up = upstreamRequestHeaders(
-    { host: 'gw', connection: 'keep-alive, x-secret', 'x-secret': '1', authorization: 'Bearer gwkey', 'x-api-key': 'k', 'content-type': 'application/json', 'content-length': '10', te: 'trailers', accept: '*/*' },
-    'rid',
-    undefined,
-  );
-  assert.deepEqual(up, { 'content-type': 'application/json', accept: '*/*', 'x-request-id': 'rid' });
-  assert.equal(upstreamRequestHeaders({}, 'r', 'vkey').authorization, 'Bearer vkey');
-  const down = downstreamResponseHeaders({ 'content-type': 'text/event-stream', 'transfer-encoding': 'chunked', server: 'uvicorn', date: 'x', 'content-length': '5', connection: 'close' }, 'rid');
-  assert.deepEqual(down, { 'content-type': 'text/event-stream', 'content-length': '5', 'x-request-id': 'rid' });
+test('request headers: hop-by-hop, listed, credential and underscore names never reach vLLM; one request id', () => {
+  const raw = [
+    'Host', 'gw', 'Connection', 'keep-alive, X-Secret', 'X-Secret', '1', 'Authorization', 'Bearer gwkey', 'X-Api-Key', 'k', 'Content-Type', 'application/json',
+    'Content-Length', '10', 'TE', 'trailers', 'Accept', '*/*', 'x_api_key', 'k', 'X-Request-Id', 'client-id', 'Proxy-Authorization', 'Basic x', 'X-Dup', 'a', 'X-Dup', 'b',
+  ];
+  const up = upstreamRequestHeaders(raw, 'rid', undefined);
+  assert.deepEqual(up, ['Content-Type', 'application/json', 'Accept', '*/*', 'X-Dup', 'a', 'X-Dup', 'b', 'x-request-id', 'rid']);
+  assert.deepEqual(upstreamRequestHeaders([], 'r', 'vkey'), ['x-request-id', 'r', 'authorization', 'Bearer vkey']);
   assert.equal(requestIdOf('abc-123'), 'abc-123');
   assert.match(requestIdOf(undefined), /^[0-9a-f]{32}$/);
   assert.match(requestIdOf('bad id with spaces'), /^[0-9a-f]{32}$/);
+});
+
+test('response head: vLLM\'s framing never reaches the client; a head Node would refuse is BadUpstreamResponse', () => {
+  const sse = clientResponseHead({ 'content-type': 'text/event-stream', 'transfer-encoding': 'chunked', server: 'uvicorn', date: 'x', connection: 'close' }, 'rid');
+  assert.deepEqual({ ...sse.headers }, { 'content-type': 'text/event-stream', 'x-request-id': 'rid' });
+  assert.equal(sse.contentLength, undefined);
+  const json = clientResponseHead({ 'content-type': 'application/json', 'content-length': '5', 'x-request-id': 'vllm-id' }, 'rid');
+  assert.deepEqual({ ...json.headers }, { 'content-type': 'application/json', 'x-request-id': 'rid' });
+  assert.equal(json.contentLength, 5);
+  for (const bad of [{ 'transfer-encoding': 'gzip, chunked' }, { 'transfer-encoding': 'identity' }, { 'content-length': '1, 2' }, { 'x-bad': 'a\x7fb' }, { 'x-bad': 'a\x00b' }, { 'x bad': 'v' }]) {
+    assert.throws(() => clientResponseHead(bad, 'r'), BadUpstreamResponse, JSON.stringify(bad));
+  }
+  const proto = clientResponseHead(JSON.parse('{"__proto__":"x","a":"b"}'), 'r');
+  assert.equal(Object.getPrototypeOf(proto.headers), null, 'a header named __proto__ cannot change the head object');
 });
 
 test('modelOf: the top-level model without parsing the body; quoted text inside strings never matches', async () => {
