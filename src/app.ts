@@ -1,4 +1,4 @@
-// requestListener(deps): the Node request listener with every route of the contract. The request target is
+// requestListener(deps): the Node request listener with every route (docs/contract.md, Routes). The target is
 // read once (paths.ts); /v1/* goes straight to the relay, a target that cannot be routed is a 400, and
 // everything else is the Hono app, which routes the same canonical path. It never listens.
 import { getRequestListener } from '@hono/node-server';
@@ -6,7 +6,7 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { Hono } from 'hono';
 import { KeySet } from './auth.ts';
-import { GatewayError } from './errors.ts';
+import { ClientGone, GatewayError } from './errors.ts';
 import { eventsRoute, sleepRoute, wakeRoute } from './http/admin.ts';
 import { inferenceRoute } from './http/legacy.ts';
 import { adminRefusal, apiKeyRefusal, concurrencyRefusal, refuseWith, requestContext } from './http/middleware.ts';
@@ -31,8 +31,6 @@ const ROUTES: Record<string, string[]> = {
   '/inference': ['POST'],
 };
 
-const INTERNAL = { error: { message: 'internal gateway error', type: 'internal_error', param: null, code: 'internal_error' } };
-
 const TARGET = Symbol('target');
 
 /** The request's target, parsed once per request. */
@@ -41,7 +39,7 @@ export function targetOf(req: IncomingMessage & { [TARGET]?: Target }): Target {
 }
 
 const invalidPath = () =>
-  new GatewayError(400, 'invalid_path', 'the request target is not valid (bad percent-encoding, a fragment, or a character outside visible ASCII)', 'invalid_request_error');
+  new GatewayError('invalid_path', 'the request target is not valid (bad percent-encoding, a fragment, or a character outside visible ASCII)');
 
 /**
  * /v1/* skips the framework: Hono's adaptor, request, context and middleware chain were about a sixth of a
@@ -71,16 +69,12 @@ async function serveV1(d: AppDeps, v1: V1Handler, req: IncomingMessage, res: Ser
 /** What a route threw, as the answer, for both entry points: its refusal, nothing if the client left, a 500 for a bug. */
 function answerThrown(d: AppDeps, err: unknown, res: ServerResponse, path: string): void {
   const e = classifyError(err, d.lifecycle.state);
-  if (e === 'gone') return; // nobody is listening; the access log says 499
+  if (e instanceof ClientGone) return; // nobody is listening; the access log says 499
   if (!e) d.log.error({ err: (err as Error)?.stack ?? String(err), path }, 'unexpected error');
   if (res.headersSent || res.destroyed) return;
-  if (!e) {
-    const body = JSON.stringify(INTERNAL);
-    res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
-    return;
-  }
-  if (closesConnection(e)) res.setHeader('connection', 'close');
-  writeError(res, e);
+  const answer = e ?? new GatewayError('internal_error', 'internal gateway error');
+  if (closesConnection(answer)) res.setHeader('connection', 'close');
+  writeError(res, answer);
 }
 
 export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope): Hono<Env> {
@@ -107,9 +101,9 @@ export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope): Hono<En
     const allowed = ROUTES[path];
     if (allowed) {
       c.env.outgoing.setHeader('allow', allowed.join(', ')); // the error is written to the Node response
-      throw new GatewayError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${path}; use ${allowed.join(' or ')}`, 'invalid_request_error');
+      throw new GatewayError('method_not_allowed', `${c.req.method} is not allowed on ${path}; use ${allowed.join(' or ')}`);
     }
-    throw new GatewayError(404, 'route_not_found', `no route ${c.req.method} ${path.length > 200 ? path.slice(0, 200) + '…' : path}`, 'not_found_error');
+    throw new GatewayError('route_not_found', `no route ${c.req.method} ${path.length > 200 ? path.slice(0, 200) + '…' : path}`);
   });
 
   app.onError((err, c) => {

@@ -1,4 +1,5 @@
-// Every environment variable of the gateway contract, parsed once. A bad value names its variable.
+// Every environment variable of the gateway (docs/contract.md, Configuration), parsed once. A bad value
+// names its variable.
 import { split as shellSplit } from 'shlex';
 import { z } from 'zod';
 

@@ -7,13 +7,26 @@ import { IdleSleeper } from './engine/idle.ts';
 import { Inflight } from './engine/inflight.ts';
 import { EngineLifecycle, type OpEvent } from './engine/lifecycle.ts';
 import { EngineProcess } from './engine/process.ts';
+import { ENGINE_STATES } from './engine/states.ts';
 import { createLogger } from './logger.ts';
 import { createMetrics } from './metrics.ts';
 import { Forwarder } from './proxy/forward.ts';
 import { createServer, limitsFor, listen } from './server.ts';
 import { shutdown } from './shutdown.ts';
 
+/** `.env` in the working directory, when there is one; variables already in the environment win. */
+function loadDotEnv(): void {
+  try {
+    process.loadEnvFile('.env');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    process.stderr.write(`vllm-gateway: cannot read .env: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
 async function main(): Promise<void> {
+  loadDotEnv();
   let config;
   try {
     config = loadConfig(process.env);
@@ -45,7 +58,7 @@ async function main(): Promise<void> {
           }
         : undefined,
   });
-  const metrics = createMetrics({ state: () => lifecycle.state, inFlight: () => inflight.total });
+  const metrics = createMetrics({ states: ENGINE_STATES, state: () => lifecycle.state, inFlight: () => inflight.total });
   lifecycle.on('sleep', (e: OpEvent) => {
     metrics.sleeps.inc({ level: String(e.level), outcome: e.outcome });
     if (e.outcome === 'ok' || e.outcome === 'aborted') metrics.sleepDuration.observe({ level: String(e.level) }, e.durationMs / 1000);
@@ -109,6 +122,7 @@ async function main(): Promise<void> {
 
   lifecycle.on('fatal', async (reason: string) => {
     log.fatal({ reason }, 'giving up: exiting so that the platform restarts the gateway');
+    lifecycle.beginDrain(reason);
     server.close();
     server.closeAllConnections();
     await lifecycle.stopEngine(AbortSignal.abort());

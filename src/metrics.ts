@@ -2,9 +2,9 @@
 // appended to /metrics, never collide with ours (both export process_* otherwise).
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-const STATES = ['starting', 'ready', 'falling_asleep', 'sleeping', 'waking', 'draining', 'stopped', 'failed'] as const;
-
 export interface MetricsSources {
+  /** Every engine state, for the state gauge's labels. */
+  states: readonly string[];
   state(): string;
   inFlight(): number;
 }
@@ -62,7 +62,7 @@ export function createMetrics(src: MetricsSources) {
     registers,
     collect() {
       const now = src.state();
-      for (const s of STATES) this.set({ state: s }, s === now ? 1 : 0);
+      for (const s of src.states) this.set({ state: s }, s === now ? 1 : 0);
     },
   });
   return m;

@@ -31,10 +31,12 @@ const MAX_DECODE_ROUNDS = 4;
 export function parseTarget(url: string): Target {
   let start = 0;
   if (url.charCodeAt(0) !== 47 /* / */) {
+    // Absolute form: the authority ends at the first /, ? or #; a user name in it has no use here.
     const scheme = url.startsWith('http://') ? 7 : url.startsWith('https://') ? 8 : -1;
     if (scheme < 0) return INVALID;
-    start = url.indexOf('/', scheme);
-    if (start < 0) return NOT_VISIBLE.test(url) ? INVALID : { path: '/', query: '', upstreamPath: '/' };
+    const end = url.slice(scheme).search(/[/?#]/);
+    if (end < 0 || url[scheme + end] !== '/' || url.slice(scheme, scheme + end).includes('@')) return INVALID;
+    start = scheme + end;
   }
   const q = url.indexOf('?', start);
   const raw = q < 0 ? (start === 0 ? url : url.slice(start)) : url.slice(start, q);

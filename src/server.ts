@@ -1,7 +1,7 @@
 // Building the Node server for the app and listening are separate steps (tests may do only the first).
 import { createServer as createHttpServer, STATUS_CODES, type RequestListener, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { envelope } from './errors.ts';
+import { GatewayError } from './errors.ts';
 import { requestIdOf } from './proxy/headers.ts';
 import type { AddressInfo } from 'node:net';
 
@@ -66,20 +66,23 @@ export function listen(server: Server, port: number, host: string): Promise<Addr
  * What Node rejects before the app sees it (malformed request, headers over the limit, a client too slow)
  * still gets an OpenAI-shaped answer with a request id, instead of Node's bare status line.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: unknown }): void {
+  // A response still owed on this connection (a pipelined request came before the bad bytes) must not get
+  // another response written into it, nor the bad bytes' answer in its place: the connection just ends.
+  if (err.code === 'ECONNRESET' || !socket.writable || socket._httpMessage) {
     socket.destroy();
     return;
   }
-  const [status, code, message] =
+  const e =
     err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'headers_too_large', 'the request headers are too large']
+      ? new GatewayError('headers_too_large', 'the request headers are too large')
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'request_timeout', 'the request was not received in time (CLIENT_TIMEOUT_SECONDS)']
-        : [400, 'bad_request', 'malformed HTTP request'];
-  const body = JSON.stringify(envelope(message, 'invalid_request_error', code));
+        ? new GatewayError('request_timeout', 'the request was not received in time (CLIENT_TIMEOUT_SECONDS)')
+        : new GatewayError('bad_request', 'malformed HTTP request');
+  const body = JSON.stringify(e.body());
+  // Node's own response objects are not available here (no request was parsed): the head is written whole.
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
       `x-request-id: ${requestIdOf(undefined)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }

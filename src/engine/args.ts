@@ -1,4 +1,4 @@
-// The vLLM command line and environment of the contract (pure).
+// The vLLM command line and environment the gateway launches it with (docs/contract.md, Configuration). Pure.
 
 /** Variables the child must not see: the gateway's own secrets. */
 const GATEWAY_SECRETS = ['API_KEYS', 'ADMIN_TOKEN'] as const;

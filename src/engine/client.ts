@@ -1,25 +1,32 @@
-// Typed calls to vLLM's control surface (docs/vllm.md): each with its own deadline, on a pool of its own so
+// Typed calls to vLLM's control surface (docs/vllm.md, Sleep mode): each with its own deadline, on a pool of its own so
 // that control calls never queue behind streams, each answer read whole up to a cap.
 import type { Pool } from 'undici';
 import { bufferedRequest, createUpstreamPool } from '../proxy/upstream.ts';
 
-export class EngineHttpError extends Error {
+/** A control call that failed: vLLM answered `status` (not 2xx), or, without a status, could not be reached. */
+export class EngineCallError extends Error {
+  override readonly name = 'EngineCallError';
   constructor(
-    readonly status: number,
-    readonly body: string,
     readonly what: string,
+    readonly status: number | undefined,
+    detail: string,
   ) {
-    super(`${what}: vLLM answered ${status}${body ? ` ${body.slice(0, 300)}` : ' (empty body)'}`);
+    super(status === undefined ? `${what}: vLLM not reachable (${detail})` : `${what}: vLLM answered ${status}${detail ? ` ${detail.slice(0, 300)}` : ' (empty body)'}`);
   }
 }
 
-export class EngineUnreachableError extends Error {
-  constructor(
-    readonly what: string,
-    override readonly cause: unknown,
-  ) {
-    super(`${what}: vLLM not reachable (${(cause as { code?: string })?.code ?? (cause as Error)?.message ?? String(cause)})`);
-  }
+/** What the lifecycle asks of vLLM (EngineClient over HTTP; tests give it a fake). */
+export interface EngineApi {
+  health(timeoutMs?: number): Promise<number>;
+  version(timeoutMs?: number): Promise<string | undefined>;
+  models(timeoutMs?: number): Promise<string[]>;
+  isSleeping(timeoutMs?: number): Promise<boolean>;
+  sleep(level: number, mode: SleepMode | undefined, timeoutMs: number): Promise<void>;
+  wakeUp(tags: string[] | undefined, timeoutMs: number): Promise<void>;
+  reloadWeights(timeoutMs: number): Promise<void>;
+  resetPrefixCache(timeoutMs: number): Promise<void>;
+  reportedSleepLevel(timeoutMs?: number): Promise<1 | 2 | undefined>;
+  warmup(model: string | undefined, timeoutMs: number): Promise<void>;
 }
 
 export interface EngineClientOptions {
@@ -34,7 +41,7 @@ const RELOAD_LIMIT_MS = 600_000;
 /** vLLM's control answers are small JSON; its /metrics text is the largest (tens of KB). */
 export const MAX_CONTROL_BODY = 4 << 20;
 
-export class EngineClient {
+export class EngineClient implements EngineApi {
   private readonly pool: Pool;
   private readonly prefix: string;
 
@@ -55,18 +62,18 @@ export class EngineClient {
       );
       return { status: res.status, text: res.body.toString('utf8') };
     } catch (e) {
-      if (e instanceof EngineHttpError) throw e;
-      throw new EngineUnreachableError(what, e);
+      const err = e as { code?: string; message?: string };
+      throw new EngineCallError(what, undefined, err?.code ?? err?.message ?? String(e));
     }
   }
 
   private async ok(what: string, method: 'GET' | 'POST', path: string, timeoutMs: number, body?: unknown): Promise<string> {
     const r = await this.call(what, method, path, timeoutMs, body);
-    if (r.status < 200 || r.status >= 300) throw new EngineHttpError(r.status, r.text, what);
+    if (r.status < 200 || r.status >= 300) throw new EngineCallError(what, r.status, r.text);
     return r.text;
   }
 
-  /** 200 = alive (also while asleep), anything else = not serving; connection refused = not up yet (§1.2). */
+  /** 200 = alive (also while asleep), anything else = not serving; connection refused = not up yet (docs/vllm.md). */
   async health(timeoutMs = 5000): Promise<number> {
     return (await this.call('GET /health', 'GET', '/health', timeoutMs)).status;
   }
@@ -90,7 +97,7 @@ export class EngineClient {
     return v.is_sleeping === true;
   }
 
-  /** vLLM reads level and mode from the query string, not a body (§2.1). `mode` only for vLLM >= 0.17. */
+  /** vLLM reads level and mode from the query string, not a body. `mode` only for vLLM >= 0.17 (docs/vllm.md). */
   async sleep(level: number, mode: SleepMode | undefined, timeoutMs: number): Promise<void> {
     const q = `level=${level}${mode ? `&mode=${mode}` : ''}`;
     await this.ok(`POST /sleep?${q}`, 'POST', `/sleep?${q}`, timeoutMs);
@@ -109,7 +116,7 @@ export class EngineClient {
     await this.ok('POST /reset_prefix_cache', 'POST', '/reset_prefix_cache', timeoutMs);
   }
 
-  /** The sleep level vLLM reports in `vllm:engine_sleep_state` (§2.4), when it exposes it. */
+  /** The sleep level vLLM reports in `vllm:engine_sleep_state` (docs/vllm.md), when it exposes it. */
   async reportedSleepLevel(timeoutMs = 5000): Promise<1 | 2 | undefined> {
     try {
       const text = await this.ok('GET /metrics', 'GET', '/metrics', timeoutMs);

@@ -1,5 +1,5 @@
 // The vLLM child process: spawned as the leader of its own process group, its output re-logged line by
-// line, stopped as a group (SIGTERM, then SIGKILL) so that no EngineCore outlives it (vllm-contract §1.5).
+// line, stopped as a group (SIGTERM, then SIGKILL) so that no EngineCore outlives it (docs/vllm.md, Process tree).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import readline from 'node:readline';
@@ -21,7 +21,18 @@ export interface StopReport {
   durationMs: number;
 }
 
-export class EngineProcess extends EventEmitter {
+/** The vLLM child as the lifecycle sees it (EngineProcess; tests give it a fake). */
+export interface EngineChild {
+  readonly pid: number;
+  readonly running: boolean;
+  readonly exited: Promise<ExitInfo>;
+  outputTail(n?: number): string[];
+  stop(graceMs: number, skipGrace?: AbortSignal): Promise<StopReport>;
+  kill(): Promise<StopReport>;
+  killNow(): boolean;
+}
+
+export class EngineProcess extends EventEmitter implements EngineChild {
   readonly child: ChildProcess;
   readonly pid: number;
   private readonly tail: string[] = [];
@@ -57,7 +68,7 @@ export class EngineProcess extends EventEmitter {
     return this.exitInfo === undefined;
   }
 
-  /** The last lines vLLM printed: its root cause comes before a ~40-line traceback (§1.2). */
+  /** The last lines vLLM printed: its root cause comes before a ~40-line traceback (docs/vllm.md, Startup and readiness). */
   outputTail(n = 60): string[] {
     return this.tail.slice(-n);
   }

@@ -2,10 +2,8 @@
 // up to QUEUE_TIMEOUT_SECONDS, counting the request in flight from arrival to its last byte.
 import type { ServerResponse } from 'node:http';
 import type { Ticket } from '../engine/inflight.ts';
+import { acceptsWork, servesReads } from '../engine/states.ts';
 import type { AppDeps } from './types.ts';
-
-/** GETs never generate: vLLM's API process answers them while the engine sleeps (§2.3), so they do not wake it. */
-const API_PROCESS_UP = new Set(['sleeping', 'falling_asleep', 'waking']);
 
 export function begin(d: AppDeps, out: ServerResponse, isActivity: boolean): Ticket {
   const ticket = d.inflight.begin(isActivity);
@@ -15,7 +13,9 @@ export function begin(d: AppDeps, out: ServerResponse, isActivity: boolean): Tic
 
 export async function admit(d: AppDeps, out: ServerResponse, passive: boolean): Promise<void> {
   const state = d.lifecycle.state;
-  if (state === 'ready' || (passive && API_PROCESS_UP.has(state))) return;
+  // GETs never generate: vLLM's API process answers them while the engine sleeps (docs/vllm.md), so they
+  // do not wake it.
+  if (acceptsWork(state) || (passive && servesReads(state))) return;
   const ac = new AbortController();
   const onClose = () => ac.abort();
   out.once('close', onClose);

@@ -53,7 +53,7 @@ export function inferenceRoute(d: AppDeps): Handler<Env> {
     try {
       completion = JSON.parse(text);
     } catch {
-      throw new GatewayError(502, 'engine_error', 'vLLM answered with a body that is not JSON', 'upstream_error');
+      throw new GatewayError('engine_error', 'vLLM answered with a body that is not JSON');
     }
     return c.json({
       response: completion.choices?.[0]?.message?.content ?? '',

@@ -15,7 +15,7 @@ export function requestContext(open: OpenScope): MiddlewareHandler<Env> {
   };
 }
 
-const unauthorized = (message: string) => new GatewayError(401, 'invalid_api_key', message, 'authentication_error');
+const unauthorized = (message: string) => new GatewayError('invalid_api_key', message);
 
 /** API_KEYS on /v1/* and /inference; open when none are set (main logs a warning at start). */
 export function apiKeyRefusal(keys: KeySet, headers: IncomingHttpHeaders): GatewayError | undefined {
@@ -33,7 +33,7 @@ export function adminRefusal(admin: KeySet, keys: KeySet, headers: IncomingHttpH
   if (!cred) return unauthorized('missing credential: send Authorization: Bearer <token>');
   if (admin.empty) return keys.has(cred) ? undefined : unauthorized('invalid API key');
   if (admin.has(cred)) return undefined;
-  if (keys.has(cred)) return new GatewayError(403, 'admin_token_required', 'this route needs ADMIN_TOKEN; an API key is not enough', 'permission_error');
+  if (keys.has(cred)) return new GatewayError('admin_token_required', 'this route needs ADMIN_TOKEN; an API key is not enough');
   return unauthorized('invalid admin token');
 }
 
@@ -41,7 +41,7 @@ export function adminRefusal(admin: KeySet, keys: KeySet, headers: IncomingHttpH
 export function concurrencyRefusal(d: AppDeps): GatewayError | undefined {
   const max = d.config.maxConcurrentRequests;
   if (max > 0 && d.inflight.total >= max) {
-    return new GatewayError(429, 'too_many_requests', `more than MAX_CONCURRENT_REQUESTS (${max}) requests in flight`, 'rate_limit_error', { retryAfterMs: 1000 });
+    return new GatewayError('too_many_requests', `more than MAX_CONCURRENT_REQUESTS (${max}) requests in flight`, { retryAfterMs: 1000 });
   }
   return undefined;
 }

@@ -1,33 +1,30 @@
-// Writing the gateway's own answers, through Hono or straight to the Node response.
+// Writing the gateway's own answers, and the one place where what the layers below throw becomes an
+// answer from the catalogue (errors.ts).
 import { STATUS_CODES, type ServerResponse } from 'node:http';
-import { GatewayError } from '../errors.ts';
-import { ClientGoneError } from '../proxy/body.ts';
-import { LifecycleError, type EngineState } from '../engine/lifecycle.ts';
+import { ClientGone, EngineError, GatewayError } from '../errors.ts';
+import { isStopping, type EngineState } from '../engine/states.ts';
 
-/** Lifecycle refusals as HTTP: the engine layer names what happened, this picks the status. */
-export function fromLifecycle(e: LifecycleError, state: EngineState): GatewayError {
+/** Engine refusals as HTTP: the engine layer names what happened, this picks the catalogue entry. */
+function fromEngine(e: EngineError, state: EngineState): GatewayError {
   const retryAfterMs = e.retryAfterMs ?? 5000;
   switch (e.kind) {
     case 'conflict':
-      return new GatewayError(409, 'engine_not_ready', e.message, 'conflict_error');
+      return new GatewayError('engine_not_ready', e.message, { retryAfterMs });
     case 'unsupported':
-      return new GatewayError(501, 'sleep_mode_unavailable', e.message, 'not_implemented');
+      return new GatewayError('sleep_mode_unavailable', e.message);
     case 'upstream':
-      return new GatewayError(502, 'engine_error', e.message, 'upstream_error');
+      return new GatewayError('engine_error', e.message);
     case 'timeout':
-      return new GatewayError(503, 'queue_timeout', e.message, 'service_unavailable', { retryAfterMs });
-    default: {
-      const code = state === 'draining' || state === 'stopped' ? 'shutting_down' : state === 'sleeping' ? 'engine_asleep' : 'engine_unavailable';
-      return new GatewayError(503, code, e.message, 'service_unavailable', { retryAfterMs });
-    }
+      return new GatewayError('queue_timeout', e.message, { retryAfterMs });
+    case 'unavailable':
+      return new GatewayError(isStopping(state) ? 'shutting_down' : state === 'sleeping' ? 'engine_asleep' : 'engine_unavailable', e.message, { retryAfterMs });
   }
 }
 
-/** What a thrown error becomes: an answer, `'gone'` when nobody is listening any more, or undefined for a bug. */
-export function classifyError(e: unknown, state: EngineState): GatewayError | 'gone' | undefined {
-  if (e instanceof GatewayError) return e;
-  if (e instanceof ClientGoneError || (e instanceof LifecycleError && e.kind === 'aborted')) return 'gone';
-  if (e instanceof LifecycleError) return fromLifecycle(e, state);
+/** What a thrown error becomes: an answer, ClientGone when nobody is listening any more, or undefined for a bug. */
+export function classifyError(e: unknown, state: EngineState): GatewayError | ClientGone | undefined {
+  if (e instanceof GatewayError || e instanceof ClientGone) return e;
+  if (e instanceof EngineError) return fromEngine(e, state);
   return undefined;
 }
 

@@ -1,6 +1,7 @@
 // One request's scope, for every route and both entry points (the /v1 fast path and Hono): its id on the
 // response, `Connection: close` while draining, and one access-log line plus metrics when it ends.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isStopping } from '../engine/states.ts';
 import { requestRecorder, routeLabel } from '../metrics.ts';
 import { requestIdOf } from '../proxy/headers.ts';
 import type { RelayResult } from '../proxy/forward.ts';
@@ -26,7 +27,7 @@ export function scopeOpener(d: AppDeps): OpenScope {
     const sent0 = sock?.bytesWritten ?? 0;
     const scope: RequestScope = { id: requestIdOf(req.headers['x-request-id']), path };
     res.setHeader('x-request-id', scope.id);
-    if (d.lifecycle.state === 'draining') res.setHeader('connection', 'close');
+    if (isStopping(d.lifecycle.state)) res.setHeader('connection', 'close');
     res.on('close', () => { // emitted once: `on` spares `once`'s wrapper
       const ms = performance.now() - t0;
       const route = routeLabel(path);

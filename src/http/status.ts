@@ -1,8 +1,7 @@
 // GET /, /health, /backend, /metrics: open, cheap, answered in every state.
 import type { Handler } from 'hono';
+import { servesReads } from '../engine/states.ts';
 import type { AppDeps, Env } from './types.ts';
-
-const SERVING = new Set(['ready', 'sleeping', 'falling_asleep', 'waking']);
 
 export function rootRoute(d: AppDeps): Handler<Env> {
   // The Spaces platform probes `/`: 200 at once, even before vLLM is up.
@@ -16,7 +15,7 @@ export function healthRoute(d: AppDeps): Handler<Env> {
     const s = d.lifecycle.snapshot();
     return c.json(
       { status: s.state, since: s.since, backend: 'vllm', model: d.lifecycle.servedModel ?? d.config.model ?? null, in_flight: d.inflight.total, sleep: s.sleep },
-      SERVING.has(s.state) ? 200 : 503,
+      servesReads(s.state) ? 200 : 503,
     );
   };
 }
@@ -31,7 +30,7 @@ export function backendRoute(d: AppDeps): Handler<Env> {
       model: l.servedModel ?? d.config.model ?? null,
       state: s.state,
       state_since: s.since,
-      child_pid: d.config.mode === 'launch' && l.proc?.running ? l.proc.pid : null,
+      child_pid: l.childPid,
       uptime_s: Math.round((Date.now() - l.startedAt) / 1000),
       restarts: l.restarts,
       in_flight: d.inflight.total,
@@ -46,7 +45,7 @@ export function metricsRoute(d: AppDeps): Handler<Env> {
   return async function metricsRoute(c) {
     let text = await d.metrics.registry.metrics();
     // vLLM's own series (vllm:*) follow ours, so one scrape sees both; fetched only while its API is up.
-    if (SERVING.has(d.lifecycle.state)) {
+    if (servesReads(d.lifecycle.state)) {
       const engine = await d.client.metricsText(1500);
       if (engine) text += `\n# vLLM engine metrics (from ${d.config.mode === 'launch' ? 'the child' : 'the attached server'})\n${engine}`;
     }

@@ -2,6 +2,7 @@
 // path skips the framework (see app.ts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { KeySet } from '../auth.ts';
+import { GatewayError } from '../errors.ts';
 import type { Target } from '../paths.ts';
 import { readBody } from '../proxy/body.ts';
 import { newRelayResult } from '../proxy/forward.ts';
@@ -24,6 +25,10 @@ export function modelOf(body: Buffer): string | undefined {
   return m ? m[1] : undefined;
 }
 
+/** What vLLM's OpenAI API is spoken with; anything else (TRACE, WebDAV verbs) is a 405 here. */
+const V1_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+const ALLOW = [...V1_METHODS].join(', ');
+
 export type V1Handler = (req: IncomingMessage, res: ServerResponse, scope: RequestScope, target: Target) => Promise<void>;
 
 /** Credentials and the concurrency limit, then the body, admission (waiting for the engine) and the relay. Throws refusals. */
@@ -32,6 +37,10 @@ export function relayV1(d: AppDeps, apiKeys: KeySet): V1Handler {
     const refused = apiKeyRefusal(apiKeys, req.headers) ?? concurrencyRefusal(d);
     if (refused) throw refused;
     const method = req.method ?? 'GET';
+    if (!V1_METHODS.has(method)) {
+      res.setHeader('allow', ALLOW);
+      throw new GatewayError('method_not_allowed', `${method} is not forwarded to vLLM; use one of ${ALLOW}`);
+    }
     const passive = method === 'GET' || method === 'HEAD';
     const ticket = begin(d, res, method === 'POST');
     const body = passive ? null : await readBody(req, d.config.maxBodyBytes);

@@ -1,11 +1,9 @@
 // Reads a request body into memory, never past MAX_BODY_BYTES.
 import type { IncomingMessage } from 'node:http';
-import { badRequest, GatewayError } from '../errors.ts';
-
-export class ClientGoneError extends Error {}
+import { badRequest, ClientGone, GatewayError } from '../errors.ts';
 
 export function tooLarge(limit: number): GatewayError {
-  return new GatewayError(413, 'request_too_large', `request body exceeds MAX_BODY_BYTES (${limit} bytes)`, 'invalid_request_error');
+  return new GatewayError('request_too_large', `request body exceeds MAX_BODY_BYTES (${limit} bytes)`);
 }
 
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
@@ -36,12 +34,12 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     };
     const onError = (e: Error) => {
       cleanup();
-      reject(new ClientGoneError(e.message));
+      reject(new ClientGone(e.message));
     };
     const onClose = () => {
       if (!req.complete) {
         cleanup();
-        reject(new ClientGoneError('client closed the connection while sending the body'));
+        reject(new ClientGone('client closed the connection while sending the body'));
       }
     };
     req.on('data', onData);

@@ -132,6 +132,8 @@ class Relay implements Dispatcher.DispatchHandler {
   private aborted: RelayAbort | null = null;
   private done = false;
   private headersSent = false;
+  /** A status that carries no content: whatever body vLLM sends is dropped. */
+  private noContent = false;
   /** vLLM's head, checked and ready for the client, until it is sent. */
   private head: OutgoingHttpHeaders | null = null;
   /** Node chose chunked framing towards the client: the gateway writes it (Node's own is switched off). */
@@ -199,7 +201,7 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onResponseStart(controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
     if (status < 200 || status > 599) {
-      // 1xx hints are not passed on (the final answer follows); a 101 never gets here (undici refuses it).
+      // 102 and 103 are not passed on (the final answer follows); undici itself refuses 100 and 101.
       if (status < 100 || status > 599) controller.abort(new BadUpstreamResponse(`vLLM answered with status ${status}`));
       return;
     }
@@ -215,7 +217,9 @@ class Relay implements Dispatcher.DispatchHandler {
     try {
       const head = clientResponseHead(headers, this.requestId);
       // An event stream is always framed by the gateway, so that an error event can still follow a break.
-      if (head.contentLength !== undefined && !this.result.streamed) head.headers['content-length'] = head.contentLength;
+      // 204, 205 and 304 have no content (RFC 9110): no length is sent, and no byte of a body vLLM adds.
+      this.noContent = status === 204 || status === 205 || status === 304;
+      if (head.contentLength !== undefined && !this.result.streamed && !this.noContent) head.headers['content-length'] = head.contentLength;
       this.head = head.headers;
     } catch (e) {
       controller.abort(e instanceof BadUpstreamResponse ? e : new BadUpstreamResponse(String(e)));
@@ -248,6 +252,7 @@ class Relay implements Dispatcher.DispatchHandler {
       else this.errorBody.push(chunk);
       return;
     }
+    if (this.noContent) return;
     const data = this.events ? this.events.push(chunk) : chunk;
     if (data && !this.write(data)) controller.pause();
   }
@@ -276,8 +281,10 @@ class Relay implements Dispatcher.DispatchHandler {
     if (this.awaitingDrain) return;
     this.awaitingDrain = on;
     on.once('drain', this.onDrain);
+    // A pipelined answer still queued behind an earlier one waits for its turn, not for a stalled client:
+    // the earlier answer's own timer covers the client.
     const ms = this.owner.opts.clientStallMs;
-    if (ms > 0) this.stallTimer = setTimeout(this.onStall, ms);
+    if (ms > 0 && this.out.socket) this.stallTimer = setTimeout(this.onStall, ms);
   }
 
   onResponseEnd(): void {
@@ -353,4 +360,4 @@ function retryAfterMsOf(h: Record<string, string | string[] | undefined>): numbe
 }
 
 export const shutdownError = () =>
-  new GatewayError(503, 'shutting_down', 'the gateway is shutting down', 'service_unavailable', { retryAfterMs: 5000 });
+  new GatewayError('shutting_down', 'the gateway is shutting down', { retryAfterMs: 5000 });

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { validateHeaderName, validateHeaderValue, type OutgoingHttpHeaders } from 'node:http';
 
-// RFC 9110 §7.6.1 plus the de-facto ones; `host` and `content-length` are the new hop's own.
+// RFC 9110 section 7.6.1 plus the de-facto ones; `host` and `content-length` are the new hop's own.
 const HOP_BY_HOP = [
   'connection',
   'keep-alive',

@@ -40,20 +40,20 @@ export function transportError(e: unknown): GatewayError {
   const detail = err?.code ?? err?.message ?? 'unknown error';
   switch (transportErrorKind(e)) {
     case 'unreachable':
-      return new GatewayError(503, 'engine_unreachable', `vLLM is not reachable (${detail})`, 'service_unavailable', { retryAfterMs: 5000 });
+      return new GatewayError('engine_unreachable', `vLLM is not reachable (${detail})`, { retryAfterMs: 5000 });
     case 'timeout':
-      return new GatewayError(504, 'engine_timeout', `vLLM did not answer in time (${detail}, UPSTREAM_TIMEOUT_SECONDS)`, 'upstream_error');
+      return new GatewayError('engine_timeout', `vLLM did not answer in time (${detail}, UPSTREAM_TIMEOUT_SECONDS)`);
     case 'connection_lost':
-      return new GatewayError(502, 'engine_connection_lost', `the connection to vLLM broke before it answered (${detail}); the engine may have crashed`, 'upstream_error');
+      return new GatewayError('engine_connection_lost', `the connection to vLLM broke before it answered (${detail}); the engine may have crashed`);
     case 'too_large':
-      return new GatewayError(502, 'engine_response_too_large', err?.message ?? 'vLLM answered with more than the gateway reads', 'upstream_error');
+      return new GatewayError('engine_response_too_large', err?.message ?? 'vLLM answered with more than the gateway reads');
     case 'refused':
       // undici will not write the request (a method or header it refuses): the client's request, not vLLM.
-      return new GatewayError(400, 'invalid_request', `the request cannot be forwarded to vLLM (${err?.message ?? detail})`, 'invalid_request_error');
+      return new GatewayError('invalid_request', `the request cannot be forwarded to vLLM (${err?.message ?? detail})`);
     case 'bad_response':
-      return new GatewayError(502, 'engine_error', `vLLM sent a response the gateway does not pass on (${err?.message || detail})`, 'upstream_error');
+      return new GatewayError('engine_error', `vLLM sent a response the gateway does not pass on (${err?.message || detail})`);
     default:
-      return new GatewayError(502, 'engine_error', `request to vLLM failed (${detail})`, 'upstream_error');
+      return new GatewayError('engine_error', `request to vLLM failed (${detail})`);
   }
 }
 

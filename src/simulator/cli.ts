@@ -1,4 +1,4 @@
-// `vllm-sim serve MODEL ...`: a stand-in for `vllm serve` that behaves as vllm-contract.md describes.
+// `vllm-sim serve MODEL ...`: a stand-in for `vllm serve` that behaves as docs/vllm.md describes.
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +11,7 @@ import { createSimServer } from './server.ts';
 const log = createVllmLog('APIServer');
 
 function portInUse(host: string, port: number): Promise<boolean> {
-  // vLLM binds its socket before loading the engine, so a taken port fails at once (§1.2).
+  // vLLM binds its socket before loading the engine, so a taken port fails at once (docs/vllm.md, Startup and readiness).
   return new Promise((resolve) => {
     const probe = net.createServer();
     probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE'));
@@ -21,7 +21,7 @@ function portInUse(host: string, port: number): Promise<boolean> {
 
 function spawnEngineCore(opts: SimOptions): ChildProcess {
   const script = fileURLToPath(new URL('./engine-core.ts', import.meta.url));
-  // Same process group as the API server (no setsid), as vLLM's multiprocessing spawn does (§1.3).
+  // Same process group as the API server (no setsid), as vLLM's multiprocessing spawn does (docs/vllm.md, Process tree).
   return fork(script, [], {
     execArgv: ['--import', import.meta.resolve('tsx')],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   const child = spawnEngineCore(opts);
   let phase: 'loading' | 'serving' | 'stopping' = 'loading';
   const onLoadSignal = () => {
-    // setup_server installs a handler that raises KeyboardInterrupt("terminated") during model load (§1.2).
+    // setup_server installs a handler that raises KeyboardInterrupt("terminated") during model load (docs/vllm.md, Signals and shutdown).
     process.stderr.write('Traceback (most recent call last):\n  File "vllm/entrypoints/openai/api_server.py", line 1921, in run_server\nKeyboardInterrupt: terminated\n');
     child.kill('SIGTERM');
     process.exit(1);
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
     killEngine: () => child.kill('SIGKILL'),
   });
 
-  // MPClientEngineMonitor: an EngineCore that exits outside shutdown means engine death (§1.6).
+  // MPClientEngineMonitor: an EngineCore that exits outside shutdown means engine death (docs/vllm.md, Engine death).
   child.once('exit', () => {
     if (phase === 'stopping') return;
     log('ERROR', 'core_client.py:564', 'Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.');

@@ -1,6 +1,6 @@
 // The child process that plays vLLM's EngineCore_DP0. It lives in the API server's process group and,
 // like the real one, does not notice when the API server is SIGKILLed: it stays, "holding the GPU"
-// (vllm-contract §1.3, §1.5). With VLLM_SIM_GPU_LOCK_FILE set, a second engine that finds the lock
+// (docs/vllm.md, Process tree). With VLLM_SIM_GPU_LOCK_FILE set, a second engine that finds the lock
 // held by a live process fails to load with CUDA OOM, as the next vLLM does when an orphan holds memory.
 import fs from 'node:fs';
 import { createVllmLog } from './log.ts';
@@ -101,7 +101,7 @@ process.on('message', (m: { type?: string }) => {
   }
 });
 process.on('disconnect', () => {
-  // vLLM's EngineCore has no death check for the API server (§1.5): it stays and keeps the GPU.
+  // vLLM's EngineCore has no death check for the API server (docs/vllm.md, Process tree): it stays and keeps the GPU.
   if (stopping) exit(0);
   setTimeout(() => exit(0), cfg.orphanTtlSeconds * 1000).unref();
 });

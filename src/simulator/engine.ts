@@ -1,4 +1,4 @@
-// The simulated engine as the API process sees it: scheduler, sleep mode and generation (vllm-contract §2.2, §2.3).
+// The simulated engine as the API process sees it: scheduler, sleep mode and generation (docs/vllm.md, Sleep mode).
 import { EventEmitter } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { pieceAt } from './tokens.ts';

@@ -1,4 +1,4 @@
-// vLLM's log line format: `(APIServer pid=N) INFO MM-DD HH:MM:SS [file.py:LINE] msg` (vllm-contract §1.2).
+// vLLM's log line format: `(APIServer pid=N) INFO MM-DD HH:MM:SS [file.py:LINE] msg` (docs/vllm.md, Startup and readiness).
 export type Level = 'INFO' | 'WARNING' | 'ERROR' | 'DEBUG';
 
 export function createVllmLog(role: string) {

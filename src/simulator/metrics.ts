@@ -1,4 +1,4 @@
-// vLLM's Prometheus metrics (vllm-contract §3.6, §2.4), labelled model_name and engine="0".
+// vLLM's Prometheus metrics (docs/vllm.md, Sleep mode), labelled model_name and engine="0".
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { SimEngine } from './engine.ts';
 

@@ -1,4 +1,4 @@
-// Response and error shapes of vLLM's OpenAI server (vllm-contract §3.3–3.8). Pure builders.
+// Response and error shapes of vLLM's OpenAI server (docs/vllm.md, HTTP details). Pure builders.
 import { randomUUID } from 'node:crypto';
 
 export interface Usage {

@@ -1,4 +1,4 @@
-// The HTTP surface of `vllm serve` (vllm-contract §3): routes, shapes, status codes, auth on /v1 only.
+// The HTTP surface of `vllm serve` (docs/vllm.md, HTTP details): routes, shapes, status codes, auth on /v1 only.
 import http from 'node:http';
 import { z } from 'zod';
 import { EngineDeadError, ShutdownRejectedError, type GenerateResult, type SimEngine, type SleepMode } from './engine.ts';

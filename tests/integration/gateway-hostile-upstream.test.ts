@@ -107,6 +107,16 @@ const scripts: Record<string, Script> = {
     for (let i = 0; i < 3000; i++) head += `x-h${i}: v\r\n`;
     sock.write(`${head}content-length: 2\r\n\r\n{}`);
   },
+  '204-cl': (_r, sock) => void sock.write('HTTP/1.1 204 No Content\r\ncontent-length: 6\r\n\r\n'),
+  '205-body': (_r, sock) => void sock.write('HTTP/1.1 205 Reset Content\r\ncontent-length: 6\r\n\r\n"EVIL"'),
+  'slow-sse': async (_r, sock) => {
+    sock.write(SSE_HEAD);
+    for (let i = 0; i < 20 && !sock.destroyed; i++) {
+      sock.write(sseChunk(chatChunk(`n${i}`)));
+      await pause(100);
+    }
+    if (!sock.destroyed) sock.write(sseChunk('[DONE]') + '0\r\n\r\n');
+  },
   flood: async (_r, sock) => {
     sock.write(SSE_HEAD);
     const event = Buffer.from(sseChunk('x'.repeat(1000)));
@@ -303,6 +313,31 @@ describe('gateway: a hostile vLLM cannot break the gateway or a client\'s connec
     assert.equal(res.messages[0]?.complete, false, 'the client can tell its answer was cut');
     assert.equal(await metric(/^gateway_client_stalls_total (\d+)/m), 1);
     assert.equal(await metric(/^gateway_upstream_errors_total\{kind="timeout"\} (\d+)/m), timeouts0, 'not counted as a vLLM timeout');
+  });
+
+  test('no content for 204, 205 and 304: vLLM\'s length and body never reach the client', async () => {
+    for (const [script, status] of [['204-cl', 204], ['205-body', 205]] as const) {
+      const { strict, bytes } = await pipelined(gw.port, script);
+      assert.equal(strict.messages[0]!.status, status, script);
+      assert.equal(strict.messages[0]!.body.length, 0, script);
+      assert.ok(!/content-length: 6/i.test(bytes.toString('latin1')) && !bytes.includes('EVIL'), `${script}: ${JSON.stringify(bytes.toString('latin1').slice(0, 200))}`);
+    }
+  });
+
+  test('bad bytes pipelined behind a stream in progress end the connection; no answer is written into the stream', async () => {
+    const s = net.connect(gw.port, '127.0.0.1');
+    const got: Buffer[] = [];
+    s.on('data', (c: Buffer) => got.push(c));
+    s.on('error', () => {});
+    s.write(requestBytes('slow-sse'));
+    await waitFor('the first event', () => Buffer.concat(got).includes('n1'), 5000);
+    s.write('BROKEN\x01 REQUEST\r\n\r\n');
+    await once(s, 'close');
+    const text = Buffer.concat(got).toString('latin1');
+    assert.equal(text.split('HTTP/1.1 ').length - 1, 1, `one response head only: ${JSON.stringify(text.slice(-200))}`);
+    const res = parseStream(Buffer.concat(got), { kind: 'response', eof: true });
+    assert.equal(res.messages[0]?.complete, false, 'the stream was cut, and the client can tell');
+    assert.ok(res.error === undefined || res.error === 'HPE_INVALID_EOF_STATE', `the client's bytes stay valid HTTP/1.1 (${res.error})`);
   });
 
   test('headers the gateway writes itself are its own: vLLM\'s Content-Length is never copied when the body is not length-framed', async () => {

@@ -52,6 +52,15 @@ describe('gateway: a client cannot reach past /v1 (finding 1)', () => {
     assert.deepEqual(up.parseErrors, []);
   });
 
+  test('methods vLLM does not speak (TRACE, WebDAV verbs) are 405 and never forwarded', async () => {
+    for (const method of ['TRACE', 'PROPFIND', 'CONNECTX']) {
+      const before = up.all.length;
+      const r = await rawExchange(gw.port, `${method} /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${CLIENT_KEY}\r\nConnection: close\r\n\r\n`);
+      assert.ok([400, 405].includes(r.status), `${method}: ${r.status}`);
+      assert.equal(up.all.length, before, `${method} was not forwarded`);
+    }
+  });
+
   test('a #fragment, or a query with bytes outside visible ASCII, is a 400 and never forwarded', async () => {
     for (const target of ['/v1/models#frag', '/v1/models?a=1#frag', '/v1/models?a=%0D%0Ab', '/v1/chat/completions%23x']) {
       const before = up.all.length;

@@ -1,15 +1,27 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { GatewayError, retryHeaders } from '../../src/errors.ts';
+import { ERROR_CATALOGUE, GatewayError, retryHeaders, type ErrorCode } from '../../src/errors.ts';
 import { RestartPolicy } from '../../src/engine/restart-policy.ts';
 import { normalizeErrorBody, sseErrorEvent, transportError } from '../../src/proxy/upstream-errors.ts';
 
 test('OpenAI envelope and retry headers capped at 60 s', () => {
-  const e = new GatewayError(503, 'engine_asleep', 'asleep', 'service_unavailable', { retryAfterMs: 600_000 });
+  const e = new GatewayError('engine_asleep', 'asleep', { retryAfterMs: 600_000 });
+  assert.equal(e.name, 'GatewayError');
+  assert.equal(e.status, 503);
   assert.deepEqual(e.body(), { error: { message: 'asleep', type: 'service_unavailable', param: null, code: 'engine_asleep' } });
   assert.deepEqual(e.headers(), { 'retry-after': '60', 'retry-after-ms': '60000', 'x-should-retry': 'true' });
   assert.deepEqual(retryHeaders(1500), { 'retry-after': '2', 'retry-after-ms': '1500', 'x-should-retry': 'true' });
-  assert.equal(new GatewayError(401, 'x', 'y').headers()['www-authenticate'], 'Bearer realm="vllm-gateway"');
+  assert.equal(new GatewayError('invalid_api_key', 'y').headers()['www-authenticate'], 'Bearer realm="vllm-gateway"');
+});
+
+test('the catalogue: every 429 and 503 carries retry hints, nothing else does; 5xx other than 503 are never a bad request', () => {
+  for (const code of Object.keys(ERROR_CATALOGUE) as ErrorCode[]) {
+    const e = new GatewayError(code, 'm');
+    const retry = e.status === 429 || e.status === 503;
+    assert.equal(e.retryAfterMs !== undefined, retry, code);
+    assert.equal('retry-after' in e.headers(), retry, code);
+    if (e.status >= 500 && e.status !== 503 && e.status !== 501) assert.match(e.type, /upstream_error|internal_error/, code);
+  }
 });
 
 test('transport errors (undici\'s codes): unreachable → 503, timeouts → 504, broken or refused responses → 502', () => {

@@ -33,7 +33,7 @@ test('targets: what vLLM is sent means the routed path to a server that decodes 
   assert.equal(parseTarget('/v1/a%22b%7Bc%7D').upstreamPath, '/v1/a%22b%7Bc%7D');
   assert.equal(parseTarget('/v1/a"b').upstreamPath, '/v1/a"b', 'a canonical raw path is sent as it came');
   // Whatever decodes to a control character, a space, ?, # or a byte outside ASCII is refused.
-  for (const bad of ['/v1/a%0D%0Ab', '/v1/a%20b', '/v1/a%3Fb', '/v1/a%23b', '/v1/%C4%8A', '/v1/%C3%A9', '/v1/a%7Fb', '/v1/%250D%250A', '/v1/%25', '/v1/models#x', '/v1/models?a#x', '*', 'ftp://h/v1/x', '/v1/a\u00e9']) {
+  for (const bad of ['http://x?/v1/models', 'http://a:b@x/v1/models', 'http://x#/v1/models', '/v1/a%0D%0Ab', '/v1/a%20b', '/v1/a%3Fb', '/v1/a%23b', '/v1/%C4%8A', '/v1/%C3%A9', '/v1/a%7Fb', '/v1/%250D%250A', '/v1/%25', '/v1/models#x', '/v1/models?a#x', '*', 'ftp://h/v1/x', '/v1/a\u00e9']) {
     assert.equal(parseTarget(bad).path, INVALID_PATH, bad);
   }
   // An encoded CR LF in a query stays encoded: data to vLLM, never a line break.
