@@ -10,6 +10,8 @@ import { killAllStarted, killQuietly, startProcess, type Proc } from './procs.ts
 import { FAST_SIM_ENV, ROOT, SIM_BIN } from './sim.ts';
 
 export const GATEWAY_MAIN = path.join(ROOT, 'src/main.ts');
+/** tsx by its absolute URL: a gateway started in another directory still finds it. */
+const TSX = import.meta.resolve('tsx');
 
 export interface Gateway {
   proc: Proc;
@@ -61,7 +63,7 @@ export function tempFile(name: string): string {
 }
 
 export async function startGateway(
-  opts: { env?: Record<string, string>; waitReady?: boolean; attachTo?: string; nodeArgs?: string[] } = {},
+  opts: { env?: Record<string, string>; waitReady?: boolean; attachTo?: string; nodeArgs?: string[]; cwd?: string } = {},
 ): Promise<Gateway> {
   const port = await freePort();
   const vllmPort = await freePort();
@@ -77,7 +79,7 @@ export async function startGateway(
     ...(opts.attachTo ? { VLLM_URL: opts.attachTo } : {}),
     ...opts.env,
   };
-  const proc = startProcess(process.execPath, ['--import', 'tsx', ...(opts.nodeArgs ?? []), GATEWAY_MAIN], env, ROOT);
+  const proc = startProcess(process.execPath, ['--import', TSX, ...(opts.nodeArgs ?? []), GATEWAY_MAIN], env, opts.cwd ?? ROOT);
   const url = `http://127.0.0.1:${port}`;
   const childGroups = new Set<number>();
   const remember = () => {
