@@ -34,7 +34,7 @@ const ROUTES: Record<string, string[]> = {
 const TARGET = Symbol('target');
 
 /** The request's target, parsed once per request. */
-export function targetOf(req: IncomingMessage & { [TARGET]?: Target }): Target {
+function targetOf(req: IncomingMessage & { [TARGET]?: Target }): Target {
   return (req[TARGET] ??= parseTarget(req.url ?? '/'));
 }
 
@@ -77,7 +77,7 @@ function answerThrown(d: AppDeps, err: unknown, res: ServerResponse, path: strin
   writeError(res, answer);
 }
 
-export function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope): Hono<Env> {
+function createApp(d: AppDeps, apiKeys: KeySet, open: OpenScope): Hono<Env> {
   // Routing sees the canonical path of the raw target: no spelling of an admin path reaches anything it does not name.
   const app = new Hono<Env>({ getPath: (_req, o) => targetOf((o?.env as Env['Bindings']).incoming).path });
   const admin = new KeySet(d.config.adminToken ? [d.config.adminToken] : []);

@@ -52,9 +52,10 @@ export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
 /** Codes of the error event that ends a stream after its 200 (the status is already sent). */
 export const STREAM_ERROR_CODES = { engine_stream_broken: 'vLLM broke off the stream, or sent bytes that are not HTTP', shutting_down: 'the drain deadline ended the stream' } as const;
+export type StreamErrorCode = keyof typeof STREAM_ERROR_CODES;
 
 /** Seconds and milliseconds are both capped at 60 s: the OpenAI SDKs ignore longer hints. */
-export const MAX_RETRY_AFTER_MS = 60_000;
+const MAX_RETRY_AFTER_MS = 60_000;
 const DEFAULT_RETRY_MS = 5000;
 
 /** 429 and 503 always carry retry hints (docs/contract.md, Errors). */
@@ -100,7 +101,7 @@ export function envelope(message: string, type: string, code: string | null, par
   return { error: { message, type, param, code } };
 }
 
-export function clampRetry(ms: number): number {
+function clampRetry(ms: number): number {
   return Math.min(MAX_RETRY_AFTER_MS, Math.max(1000, Math.ceil(ms)));
 }
 

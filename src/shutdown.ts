@@ -5,6 +5,7 @@ import type { EngineLifecycle } from './engine/lifecycle.ts';
 import type { IdleSleeper } from './engine/idle.ts';
 import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics.ts';
+import { untilAborted } from './engine/timing.ts';
 import type { Forwarder } from './proxy/forward.ts';
 
 export interface ShutdownDeps {
@@ -18,11 +19,6 @@ export interface ShutdownDeps {
   drainTimeoutMs: number;
 }
 
-const untilAborted = (signal: AbortSignal) =>
-  new Promise<false>((resolve) => {
-    if (signal.aborted) resolve(false);
-    else signal.addEventListener('abort', () => resolve(false), { once: true });
-  });
 
 /** Returns the exit code. `hurry` aborts when a second signal arrives: the remaining waits are skipped. */
 export async function shutdown(d: ShutdownDeps, reason: string, hurry: AbortSignal): Promise<number> {
@@ -37,7 +33,8 @@ export async function shutdown(d: ShutdownDeps, reason: string, hurry: AbortSign
   d.inflight.on('change', reap);
   const inFlight = d.inflight.total;
   log.info({ in_flight: inFlight, timeout_s: d.drainTimeoutMs / 1000 }, `draining (${reason})`);
-  const drained = await Promise.race([d.inflight.waitIdle(d.drainTimeoutMs), untilAborted(hurry)]);
+  // A second signal ends the wait: the drain counts as not complete.
+  const drained = await untilAborted(d.inflight.waitIdle(d.drainTimeoutMs), hurry).catch(() => false);
   d.metrics.drains.inc({ outcome: drained ? 'complete' : 'deadline' });
   if (drained) log.info({ ms: Date.now() - t0, finished: inFlight }, 'drain complete');
   else {

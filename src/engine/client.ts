@@ -39,7 +39,7 @@ export type SleepMode = 'wait' | 'abort';
 /** The longest any call may take (a weights reload); each call's own deadline is shorter or equal. */
 const RELOAD_LIMIT_MS = 600_000;
 /** vLLM's control answers are small JSON; its /metrics text is the largest (tens of KB). */
-export const MAX_CONTROL_BODY = 4 << 20;
+const MAX_CONTROL_BODY = 4 << 20;
 
 export class EngineClient implements EngineApi {
   private readonly pool: Pool;

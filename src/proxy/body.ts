@@ -2,7 +2,7 @@
 import type { IncomingMessage } from 'node:http';
 import { badRequest, ClientGone, GatewayError } from '../errors.ts';
 
-export function tooLarge(limit: number): GatewayError {
+function tooLarge(limit: number): GatewayError {
   return new GatewayError('request_too_large', `request body exceeds MAX_BODY_BYTES (${limit} bytes)`);
 }
 

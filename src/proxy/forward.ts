@@ -46,7 +46,7 @@ export interface ForwarderOptions {
 /** Error bodies are read whole (to wrap the ones that are not OpenAI-shaped): no more than this. */
 const MAX_ERROR_BODY = 1 << 20;
 /** /inference reads the completion whole: no more than this. */
-export const MAX_INFERENCE_BODY = 8 << 20;
+const MAX_INFERENCE_BODY = 8 << 20;
 /** An SSE event is held until it is whole, up to this; a larger one is passed on as it comes. */
 const MAX_HELD_EVENT = 256 << 10;
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
@@ -321,6 +321,16 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     if (this.done) return;
+    // undici calls this unguarded: nothing may escape it, or a response could stop the gateway.
+    try {
+      this.endOnError(err);
+    } catch {
+      this.out.destroy();
+      if (!this.done) this.finish('other');
+    }
+  }
+
+  private endOnError(err: Error): void {
     const aborted = this.aborted ?? this.owner.shutdownAbort;
     if (aborted?.why === 'client_gone') return this.finish('client_gone');
     if (aborted?.why === 'client_stalled') {

@@ -1,5 +1,5 @@
 // Everything that can go wrong between the gateway and vLLM, mapped in one place.
-import { envelope, GatewayError } from '../errors.ts';
+import { envelope, GatewayError, type StreamErrorCode } from '../errors.ts';
 
 // undici's errors carry a code (UND_ERR_*, HPE_* from llhttp, or the socket's errno); the gateway's own
 // are UPSTREAM_*.
@@ -95,6 +95,6 @@ export function normalizeErrorBody(status: number, text: string): string {
 }
 
 /** The SSE event that ends a stream broken after its 200: SDKs raise on a `data:` payload with `error`. */
-export function sseErrorEvent(message: string, code: string): string {
+export function sseErrorEvent(message: string, code: StreamErrorCode): string {
   return `data: ${JSON.stringify(envelope(message, 'upstream_error', code))}\n\ndata: [DONE]\n\n`;
 }

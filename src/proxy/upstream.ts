@@ -11,9 +11,9 @@ export interface UpstreamPoolOptions {
 }
 
 /** uvicorn closes idle keep-alive connections after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE): close ours first. */
-export const KEEP_ALIVE_MS = 4000;
+const KEEP_ALIVE_MS = 4000;
 /** Larger heads are refused (502): vLLM's are a few hundred bytes. */
-export const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
+const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 
 /** The pool for one origin; the path prefix of `baseUrl` (VLLM_URL may have one) is the caller's to add. */
 export function createUpstreamPool(baseUrl: string, opts: UpstreamPoolOptions): { pool: Pool; prefix: string } {

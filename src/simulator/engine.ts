@@ -9,11 +9,14 @@ export type SleepMode = 'abort' | 'wait' | 'keep';
 type Scheduler = 'running' | 'paused_new' | 'paused_all';
 
 export class EngineDeadError extends Error {
+  override readonly name = 'EngineDeadError';
   constructor() {
     super('EngineCore encountered an issue. See stack trace (above) for the root cause.');
   }
 }
-export class ShutdownRejectedError extends Error {}
+export class ShutdownRejectedError extends Error {
+  override readonly name = 'ShutdownRejectedError';
+}
 
 export interface GenerateParams {
   id: string;

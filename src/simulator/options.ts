@@ -34,7 +34,9 @@ export interface SimOptions {
   rejectWhileAsleep: boolean;
 }
 
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
 
 const VALUE_FLAGS = new Set(['--host', '--port', '--shutdown-timeout', '--max-model-len', '--api-key', '--model']);
 const BOOL_FLAGS = new Set([

@@ -21,6 +21,7 @@ export interface SimServerDeps {
 }
 
 class HttpError extends Error {
+  override readonly name = 'HttpError';
   constructor(
     readonly status: number,
     message: string,
