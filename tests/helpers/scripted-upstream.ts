@@ -1,6 +1,7 @@
 // A tiny vLLM stand-in on a raw TCP socket, in the test process, that answers /v1/* with bytes the test
 // scripts exactly (split chunks, broken framing, a connection dropped mid-chunk). It answers what attach
 // mode asks at start (/health, /version, /v1/models, /is_sleeping), so a real gateway can run in front of it.
+import http from 'node:http';
 import net from 'node:net';
 
 export interface ScriptedRequest {
@@ -95,3 +96,33 @@ export const SSE_HEAD = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; cha
 
 export const chatChunk = (content: string, finish: string | null = null) =>
   JSON.stringify({ id: 'chatcmpl-s', object: 'chat.completion.chunk', created: 1, model: 'scripted', choices: [{ index: 0, delta: { content }, logprobs: null, finish_reason: finish }] });
+
+export interface ScriptedAnswer {
+  status: number;
+  reason: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/**
+ * POSTs `body` with `x-script: script` through Node's own client, which checks the framing: a body that
+ * ends with 'end' was framed right; one cut short rejects.
+ */
+export function postScript(port: number, script: string, body: unknown, headers: Record<string, string> = {}): Promise<ScriptedAnswer> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request(
+      { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'x-script': script, ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('latin1');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, reason: res.statusMessage ?? '', headers: res.headers, body: Buffer.from(text, 'latin1').toString('utf8') }));
+        res.on('aborted', () => reject(new Error('response aborted: the body was not complete')));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(data);
+  });
+}

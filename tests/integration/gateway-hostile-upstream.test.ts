@@ -3,7 +3,6 @@
 // clients read with llhttp, strict and lenient, and must agree on where every message ends.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
@@ -12,7 +11,7 @@ import { parseStream, type ParseResult } from '../helpers/llhttp.ts';
 import { collectRaw, postJson, raw, rawExchange, sseData } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { startProcess } from '../helpers/procs.ts';
-import { chatChunk, SSE_HEAD, sseChunk, startScriptedUpstream, type Script, type ScriptedUpstream } from '../helpers/scripted-upstream.ts';
+import { chatChunk, postScript, SSE_HEAD, sseChunk, startScriptedUpstream, type Script, type ScriptedUpstream } from '../helpers/scripted-upstream.ts';
 import { ROOT } from '../helpers/sim.ts';
 
 const gateway = gatewayFactory();
@@ -143,24 +142,7 @@ async function pipelined(port: number, first: string, second = 'plain'): Promise
   return { strict, bytes };
 }
 
-/** Node's own client (strict llhttp): the status line, headers and the whole decoded body, or a parse error. */
-function post(port: number, script: string, path = '/v1/chat/completions'): Promise<{ status: number; reason: string; headers: http.IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path, method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'x-script': script } },
-      (res) => {
-        let text = '';
-        res.setEncoding('latin1');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, reason: res.statusMessage ?? '', headers: res.headers, body: text }));
-        res.on('aborted', () => reject(new Error('response aborted: the body was not complete')));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(chatBody);
-  });
-}
+const post = (port: number, script: string) => postScript(port, script, chat);
 
 describe('gateway: a hostile vLLM cannot break the gateway or a client\'s connection', () => {
   let up: ScriptedUpstream;

@@ -1,7 +1,6 @@
 // The relay's HTTP/1.1 handling against a scripted upstream that sends exact bytes: chunks split across
 // reads, framing broken mid-chunk, malformed heads, every body framing, HTTP/1.0 clients, connection reuse.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -9,7 +8,7 @@ import OpenAI from 'openai';
 import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { waitFor } from '../helpers/poll.ts';
 import { sseData } from '../helpers/net.ts';
-import { chatChunk, SSE_HEAD, sseChunk, startScriptedUpstream, type Script, type ScriptedUpstream } from '../helpers/scripted-upstream.ts';
+import { chatChunk, postScript, SSE_HEAD, sseChunk, startScriptedUpstream, type Script, type ScriptedUpstream } from '../helpers/scripted-upstream.ts';
 
 const gateway = gatewayFactory();
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -72,25 +71,7 @@ const scripts: Record<string, Script> = {
 
 const chat = { model: 'scripted', messages: [{ role: 'user' as const, content: 'x' }] };
 
-/** Node's own client: it checks the chunked framing, so a body that ends with 'end' was framed right. */
-function post(port: number, script: string, body = chat, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request(
-      { host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'x-script': script, ...headers } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
-        res.on('aborted', () => reject(new Error('response aborted: the body was not complete')));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+const post = (port: number, script: string, body: unknown = chat, headers: Record<string, string> = {}) => postScript(port, script, body, headers);
 
 describe('gateway: the relay against a scripted vLLM', () => {
   let up: ScriptedUpstream;
