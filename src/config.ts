@@ -104,7 +104,12 @@ const schema = z.object({
   API_KEYS: z
     .string()
     .optional()
-    .transform((v) => (v ?? '').split(',').map((k) => k.trim()).filter(Boolean)),
+    .transform((v, ctx) => {
+      const keys = (v ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+      // A value with no key in it would leave /v1 open while the operator believes it is locked.
+      if (v !== undefined && v.trim() !== '' && keys.length === 0) ctx.addIssue({ code: 'custom', message: `no key in "${v}" (comma-separated keys; leave it unset for no keys)` });
+      return keys;
+    }),
   ADMIN_TOKEN: optionalString,
   SLEEP_LEVEL: z
     .string()
@@ -143,6 +148,7 @@ const schema = z.object({
   CLIENT_TIMEOUT_SECONDS: seconds(120, 3600),
   UPSTREAM_TIMEOUT_SECONDS: seconds(3600),
   CLIENT_STALL_TIMEOUT_SECONDS: seconds(60, 86_400),
+  ALLOW_FP8_KV_SLEEP_LEVEL_2: bool(false),
 });
 
 export type Env = z.output<typeof schema>;
@@ -180,6 +186,37 @@ export interface Config {
   upstreamTimeoutMs: number;
   /** How long a client may read nothing while its stream waits (vLLM's stream is paused meanwhile); 0 = forever. */
   clientStallMs: number;
+  /** vLLM runs with an FP8 KV cache: a level-2 sleep is refused unless allowed. */
+  fp8KvCache: boolean;
+  allowFp8KvLevel2: boolean;
+}
+
+/** The value of `--flag N` or `--flag=N` in vLLM's arguments. */
+function argValue(args: readonly string[], flag: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === flag) return args[i + 1];
+    if (args[i]!.startsWith(`${flag}=`)) return args[i]!.slice(flag.length + 1);
+  }
+  return undefined;
+}
+
+/** Settings that are each valid but wrong together. */
+function checkCombinations(e: Env): void {
+  if (!e.VLLM_URL && e.VLLM_PORT === e.PORT) throw new ConfigError(`invalid VLLM_PORT: ${e.VLLM_PORT} is the gateway's own PORT; give vLLM another port`);
+  // vLLM drains for --shutdown-timeout, then waits at least 5 s for its children: a shorter stop timeout
+  // SIGKILLs it in the middle of its own drain (docs/vllm.md, Signals and shutdown).
+  const drain = argValue(e.VLLM_ARGS, '--shutdown-timeout');
+  if (drain !== undefined) {
+    const need = (Number(drain) || 0) + 5;
+    if (e.ENGINE_STOP_TIMEOUT_SECONDS < need) {
+      throw new ConfigError(`invalid ENGINE_STOP_TIMEOUT_SECONDS: ${e.ENGINE_STOP_TIMEOUT_SECONDS} s is shorter than vLLM's --shutdown-timeout ${drain} plus the 5 s it waits for its children; set it to at least ${need}`);
+    }
+  }
+  // Level 2 with an FP8 KV cache answers garbage after a wake (docs/vllm.md, Sleep mode).
+  const kv = argValue(e.VLLM_ARGS, '--kv-cache-dtype');
+  if (e.SLEEP_LEVEL === 2 && kv?.startsWith('fp8') && !e.ALLOW_FP8_KV_SLEEP_LEVEL_2) {
+    throw new ConfigError(`invalid SLEEP_LEVEL: level 2 with --kv-cache-dtype ${kv} serves garbage after a wake in vLLM (#48310); use level 1, or set ALLOW_FP8_KV_SLEEP_LEVEL_2=true to take the risk`);
+  }
 }
 
 /** Parses the environment; throws ConfigError with one line naming the variable. */
@@ -191,6 +228,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   }
   const e = parsed.data;
   if (!e.VLLM_URL && !e.VLLM_MODEL) throw new ConfigError('invalid VLLM_MODEL: required (the model to serve) unless VLLM_URL is set');
+  checkCombinations(e);
   const ms = (s: number) => Math.round(s * 1000);
   return Object.freeze({
     port: e.PORT,
@@ -221,5 +259,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     clientTimeoutMs: ms(e.CLIENT_TIMEOUT_SECONDS),
     upstreamTimeoutMs: ms(e.UPSTREAM_TIMEOUT_SECONDS),
     clientStallMs: ms(e.CLIENT_STALL_TIMEOUT_SECONDS),
+    fp8KvCache: argValue(e.VLLM_ARGS, '--kv-cache-dtype')?.startsWith('fp8') ?? false,
+    allowFp8KvLevel2: e.ALLOW_FP8_KV_SLEEP_LEVEL_2,
   } satisfies Config);
 }

@@ -67,11 +67,13 @@ export class GatewayError extends Error {
   readonly type: ErrorType;
   readonly retryAfterMs: number | undefined;
   readonly param: string | null;
+  /** False where waiting will not help (nothing will change by itself): SDKs then do not retry. */
+  readonly shouldRetry: boolean;
 
   constructor(
     readonly code: ErrorCode,
     message: string,
-    opts: { retryAfterMs?: number; param?: string | null } = {},
+    opts: { retryAfterMs?: number; param?: string | null; shouldRetry?: boolean } = {},
   ) {
     super(message);
     const spec: ErrorSpec = ERROR_CATALOGUE[code];
@@ -79,6 +81,7 @@ export class GatewayError extends Error {
     this.type = spec.type;
     this.retryAfterMs = retries(spec.status) ? clampRetry(opts.retryAfterMs ?? DEFAULT_RETRY_MS) : undefined;
     this.param = opts.param ?? null;
+    this.shouldRetry = opts.shouldRetry ?? true;
   }
 
   body(): ErrorEnvelope {
@@ -87,7 +90,7 @@ export class GatewayError extends Error {
 
   headers(): Record<string, string> {
     const h: Record<string, string> = {};
-    if (this.retryAfterMs !== undefined) Object.assign(h, retryHeaders(this.retryAfterMs));
+    if (this.retryAfterMs !== undefined) Object.assign(h, retryHeaders(this.retryAfterMs), this.shouldRetry ? {} : { 'x-should-retry': 'false' });
     if (this.status === 401) h['www-authenticate'] = 'Bearer realm="vllm-gateway"';
     return h;
   }

@@ -10,7 +10,8 @@ export function createLogger(opts: { level: string; pretty: boolean }): Logger {
   if (opts.pretty) {
     try {
       createRequire(import.meta.url).resolve('pino-pretty');
-      return pino({ ...base, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'service' } } });
+      // One line per event, for people: vLLM's lines keep their own prefix, without the stream tag.
+      return pino({ ...base, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'service,pid,hostname,stream', singleLine: true } } });
     } catch {
       /* not installed (production image): JSON it is */
     }

@@ -82,7 +82,11 @@ async function main(): Promise<void> {
       return;
     }
     log.info({ signal }, 'shutting down');
-    stopping = shutdown({ server, lifecycle, inflight, forwarder, idle, metrics, log, drainTimeoutMs: config.drainTimeoutMs }, signal, hurry.signal);
+    stopping = shutdown(
+      { server, lifecycle, inflight, forwarder, idle, metrics, log, drainTimeoutMs: config.drainTimeoutMs, ...(config.mode === 'launch' ? { engineStopTimeoutMs: config.engineStopTimeoutMs } : {}) },
+      signal,
+      hurry.signal,
+    );
     stopping.then(
       (code) => process.exit(code),
       (e) => {
@@ -120,6 +124,15 @@ async function main(): Promise<void> {
     log.flush(); // the logger's own exit flush has already run
   });
 
+  lifecycle.on('misconfigured', async (reason: string) => {
+    log.fatal({ reason }, reason);
+    process.stderr.write(`vllm-gateway: ${reason}\n`);
+    lifecycle.beginDrain(reason);
+    server.close();
+    server.closeAllConnections();
+    await lifecycle.stopEngine(AbortSignal.abort());
+    process.exit(2);
+  });
   lifecycle.on('fatal', async (reason: string) => {
     log.fatal({ reason }, 'giving up: exiting so that the platform restarts the gateway');
     lifecycle.beginDrain(reason);

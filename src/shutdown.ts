@@ -17,6 +17,8 @@ export interface ShutdownDeps {
   metrics: Metrics;
   log: Logger;
   drainTimeoutMs: number;
+  /** Launch mode: how long vLLM gets after SIGTERM (for the log); undefined in attach mode. */
+  engineStopTimeoutMs?: number;
 }
 
 
@@ -40,20 +42,27 @@ export async function shutdown(d: ShutdownDeps, reason: string, hurry: AbortSign
   else {
     const left = d.inflight.total;
     log.warn({ ms: Date.now() - t0, still_running: left }, hurry.aborted ? 'second signal: ending requests now' : 'drain deadline reached: ending the requests still running');
-    d.forwarder.abortAll('the gateway is shutting down (DRAIN_TIMEOUT_SECONDS reached)');
+    d.forwarder.abortAll(hurry.aborted ? 'the gateway is shutting down (a second signal ended the drain)' : 'the gateway is shutting down (DRAIN_TIMEOUT_SECONDS reached)');
     // Let the SSE error events and 503s flush before sockets go; even a hurried stop allows a moment,
     // so no client is left with a silently truncated answer.
     await d.inflight.waitIdle(hurry.aborted ? 300 : 1000);
   }
   d.inflight.off('change', reap);
   d.server.close();
-  d.server.closeAllConnections();
+  // What is still open now are event streams (/events): they see the last transition, then end.
+  d.server.closeIdleConnections();
 
   const t1 = Date.now();
+  // Each phase is logged as it starts, so that a platform cutting the shutdown short shows where.
+  if (d.engineStopTimeoutMs !== undefined) {
+    log.info({ timeout_s: d.engineStopTimeoutMs / 1000 }, hurry.aborted ? 'stopping vLLM: SIGKILL to its process group now (second signal)' : 'stopping vLLM: SIGTERM to its process group, SIGKILL after ENGINE_STOP_TIMEOUT_SECONDS');
+  }
   const report = await d.lifecycle.stopEngine(hurry);
+  d.server.closeAllConnections();
   let code = 0;
   if (report) {
-    if (report.killed.length) log.warn({ killed: report.killed, ms: report.durationMs }, 'vLLM processes did not stop in time: killed with SIGKILL');
+    if (report.killed.length && hurry.aborted) log.warn({ killed: report.killed, ms: report.durationMs }, 'second signal: vLLM killed with SIGKILL without waiting');
+    else if (report.killed.length) log.warn({ killed: report.killed, ms: report.durationMs }, 'vLLM processes did not stop in time: killed with SIGKILL');
     else log.info({ ms: report.durationMs }, 'vLLM stopped');
     if (report.survivors.length) {
       log.error({ survivors: report.survivors }, 'vLLM processes survived SIGKILL');

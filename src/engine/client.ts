@@ -2,6 +2,7 @@
 // that control calls never queue behind streams, each answer read whole up to a cap.
 import type { Pool } from 'undici';
 import { bufferedRequest, createUpstreamPool } from '../proxy/upstream.ts';
+import { routeTableOf, type RouteTable } from './routes.ts';
 
 /** A control call that failed: vLLM answered `status` (not 2xx), or, without a status, could not be reached. */
 export class EngineCallError extends Error {
@@ -27,6 +28,7 @@ export interface EngineApi {
   resetPrefixCache(timeoutMs: number): Promise<void>;
   reportedSleepLevel(timeoutMs?: number): Promise<1 | 2 | undefined>;
   warmup(model: string | undefined, timeoutMs: number): Promise<void>;
+  routes(timeoutMs?: number): Promise<RouteTable | undefined>;
 }
 
 export interface EngineClientOptions {
@@ -133,6 +135,15 @@ export class EngineClient implements EngineApi {
     const body: Record<string, unknown> = { prompt: 'Hello', max_tokens: 1, temperature: 0 };
     if (model) body.model = model;
     await this.ok('warm-up completion', 'POST', '/v1/completions', timeoutMs, body);
+  }
+
+  /** The routes vLLM serves, from its OpenAPI schema; undefined where it has none (--disable-fastapi-docs). */
+  async routes(timeoutMs = 5000): Promise<RouteTable | undefined> {
+    try {
+      return routeTableOf(JSON.parse(await this.ok('GET /openapi.json', 'GET', '/openapi.json', timeoutMs)));
+    } catch {
+      return undefined;
+    }
   }
 
   async metricsText(timeoutMs = 3000): Promise<string | undefined> {

@@ -7,6 +7,7 @@ import type { EngineApi } from './client.ts';
 import { Gate } from './gate.ts';
 import type { Inflight } from './inflight.ts';
 import type { EngineChild, StopReport } from './process.ts';
+import type { RouteMatch, RouteTable } from './routes.ts';
 import { SleepWake, type SleepOutcome, type WakeOutcome } from './sleep-wake.ts';
 import { IllegalTransition, StateMachine, type EngineState, type Transition } from './states.ts';
 import { Supervisor } from './supervisor.ts';
@@ -46,6 +47,8 @@ export interface LifecycleDeps {
 export interface EngineFacts {
   version: string | undefined;
   servedModel: string | undefined;
+  /** The routes vLLM serves, read once it is up (undefined when it does not say). */
+  routes: RouteTable | undefined;
   /** Level of the current sleep (null when awake). */
   sleepLevel: 1 | 2 | null;
   sleepSince: number | null;
@@ -69,11 +72,13 @@ export interface EngineCore {
   emit(event: 'sleep' | 'wake', e: OpEvent): void;
   emit(event: 'restart'): void;
   emit(event: 'fatal', reason: string): void;
+  emit(event: 'misconfigured', reason: string): void;
 }
 
 /**
  * Events: 'transition' (Transition), 'sleep' and 'wake' (OpEvent), 'restart', 'fatal' (the reason: too many
- * failures, the platform should restart the gateway), 'illegal' (a refused transition: a bug).
+ * failures, the platform should restart the gateway), 'misconfigured' (the reason: vLLM cannot start as
+ * configured, no restart can help), 'illegal' (a refused transition: a bug).
  */
 export class EngineLifecycle extends EventEmitter {
   private readonly machine = new StateMachine('starting');
@@ -82,6 +87,7 @@ export class EngineLifecycle extends EventEmitter {
   private readonly facts: EngineFacts = {
     version: undefined,
     servedModel: undefined,
+    routes: undefined,
     sleepLevel: null,
     sleepSince: null,
     lastSleepMs: null,
@@ -130,6 +136,11 @@ export class EngineLifecycle extends EventEmitter {
 
   get servedModel(): string | undefined {
     return this.facts.servedModel;
+  }
+
+  /** Whether vLLM serves `method path`, as far as its schema tells; undefined when it did not say. */
+  route(path: string, method: string): RouteMatch | undefined {
+    return this.facts.routes?.match(path, method);
   }
 
   get restarts(): number {

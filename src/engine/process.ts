@@ -25,6 +25,8 @@ export interface StopReport {
 export interface EngineChild {
   readonly pid: number;
   readonly running: boolean;
+  /** Why the executable could not be started at all (ENOENT, EACCES), if so. */
+  readonly spawnError: NodeJS.ErrnoException | undefined;
   readonly exited: Promise<ExitInfo>;
   outputTail(n?: number): string[];
   stop(graceMs: number, skipGrace?: AbortSignal): Promise<StopReport>;
@@ -37,6 +39,7 @@ export class EngineProcess extends EventEmitter implements EngineChild {
   readonly pid: number;
   private readonly tail: string[] = [];
   private exitInfo: ExitInfo | undefined;
+  spawnError: NodeJS.ErrnoException | undefined;
   readonly exited: Promise<ExitInfo>;
 
   constructor(bin: string, argv: string[], env: Record<string, string>, private readonly log: Logger) {
@@ -49,8 +52,8 @@ export class EngineProcess extends EventEmitter implements EngineChild {
         this.emit('exit', this.exitInfo);
       });
       // spawn failures (ENOENT, EACCES) come as 'error' without 'exit'
-      this.child.once('error', (err) => {
-        this.log.error({ err: err.message, bin }, 'could not start vLLM');
+      this.child.once('error', (err: NodeJS.ErrnoException) => {
+        this.spawnError = err;
         this.remember(`spawn error: ${err.message}`);
         if (!this.exitInfo) {
           this.exitInfo = { code: 127, signal: null };
@@ -82,7 +85,8 @@ export class EngineProcess extends EventEmitter implements EngineChild {
     const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
     rl.on('line', (line) => {
       this.remember(line);
-      const level = / ERROR |Traceback|Error:/.test(line) ? 'error' : / WARNING /.test(line) ? 'warn' : 'info';
+      // vLLM lists every route at start (one line each): detail for debugging, not news.
+      const level = / ERROR |Traceback|Error:/.test(line) ? 'error' : / WARNING /.test(line) ? 'warn' : /\] Route: /.test(line) ? 'debug' : 'info';
       this.log[level]({ stream: name }, line);
     });
   }

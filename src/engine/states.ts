@@ -52,6 +52,8 @@ export interface Transition {
   to: EngineState;
   at: string;
   reason: string;
+  /** 1 for the process's first transition, then 2, 3…: an event id that means the same on every connection. */
+  seq: number;
 }
 
 /** A transition the table does not allow: a bug in the caller. */
@@ -69,6 +71,7 @@ export class IllegalTransition extends Error {
 export class StateMachine {
   private current: EngineState;
   private changedAt: number;
+  private count = 0;
 
   constructor(initial: EngineState = 'starting') {
     this.current = initial;
@@ -90,6 +93,6 @@ export class StateMachine {
     if (!canTransition(from, to)) throw new IllegalTransition(from, to);
     this.current = to;
     this.changedAt = Date.now();
-    return { from, to, at: new Date(this.changedAt).toISOString(), reason };
+    return { from, to, at: new Date(this.changedAt).toISOString(), reason, seq: ++this.count };
   }
 }

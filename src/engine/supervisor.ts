@@ -6,6 +6,17 @@ import { RestartPolicy } from './restart-policy.ts';
 import { delay } from './timing.ts';
 
 const READY_POLL_MS = 500;
+
+/** A start that failed for a reason a restart cannot change: the message for the operator, else undefined. */
+export function permanentFailure(proc: EngineChild): string | undefined {
+  const e = proc.spawnError;
+  if (e?.code === 'ENOENT') return `vLLM could not be started: no executable "${e.path ?? 'vllm'}" (install vLLM, set VLLM_BIN to its path, or try \`npm run demo\`, which uses the bundled simulator)`;
+  if (e?.code === 'EACCES') return `vLLM could not be started: "${e.path ?? 'vllm'}" is not executable (check VLLM_BIN)`;
+  if (e) return `vLLM could not be started: ${e.message}`;
+  const line = proc.outputTail(20).find((l) => l.includes('Address already in use'));
+  if (line) return `vLLM's port is taken (${line.trim().slice(-120)}): choose another VLLM_PORT, or stop what holds it`;
+  return undefined;
+}
 const PROGRESS_LOG_MS = 15_000;
 const ATTACH_MONITOR_MS = 5_000;
 const HEALTH_CALL_MS = 3000;
@@ -41,7 +52,7 @@ export class Supervisor {
     if (opts.mode === 'launch' && spawnEngine) {
       proc = spawnEngine();
       this.proc = proc;
-      this.log.info({ child_pid: proc.pid }, 'vLLM started; waiting for it to load the model');
+      if (proc.pid > 0) this.log.info({ child_pid: proc.pid }, 'vLLM started; waiting for it to load the model');
       void proc.exited.then((info) => this.onExit(proc!, info));
     }
     if (!(await this.waitReady(proc))) return;
@@ -80,6 +91,7 @@ export class Supervisor {
     const facts = this.core.facts;
     facts.version = await client.version();
     facts.servedModel = (await client.models().catch(() => []))[0] ?? opts.model;
+    facts.routes = await client.routes();
     if (this.core.stopping || this.core.state !== 'starting') return;
     const asleep = opts.mode === 'attach' && (await client.isSleeping().catch(() => false));
     this.policy.onReady(Date.now());
@@ -113,6 +125,12 @@ export class Supervisor {
 
   private async onExit(proc: EngineChild, info: ExitInfo): Promise<void> {
     if (proc !== this.proc || this.core.stopping) return;
+    // What no restart can mend stops the gateway at once, with what to do about it.
+    const permanent = permanentFailure(proc);
+    if (permanent) {
+      this.core.emit('misconfigured', permanent);
+      return;
+    }
     // Any exit we did not ask for is a failure, whatever the code: vLLM may exit 0 after its engine died.
     const reason = this.core.state === 'starting' ? 'vLLM exited before it was ready' : 'vLLM exited unexpectedly';
     await this.fail(reason, { exit_code: info.code, signal: info.signal, output_tail: proc.outputTail(60).join('\n') });

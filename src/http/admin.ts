@@ -28,6 +28,9 @@ export function sleepRoute(d: AppDeps): Handler<Env> {
       if (q !== '1' && q !== '2') throw badRequest(`level must be 1 or 2, got "${q.slice(0, 20)}"`, 'level');
       level = Number(q) as 1 | 2;
     } else if (body.data.level !== undefined) level = Number(body.data.level) as 1 | 2;
+    if (level === 2 && d.config.fp8KvCache && !d.config.allowFp8KvLevel2) {
+      throw badRequest('level 2 with an FP8 KV cache serves garbage after a wake in vLLM (#48310): use level 1, or set ALLOW_FP8_KV_SLEEP_LEVEL_2=true', 'level');
+    }
     const o = await d.lifecycle.sleep(level, 'POST /sleep');
     return c.json({
       status: 'sleeping',
@@ -56,8 +59,12 @@ export function eventsRoute(d: AppDeps): Handler<Env> {
     out.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
     // A comment (ignored by SSE parsers) tells a dashboard where things stand without faking a transition.
     out.write(`: state=${d.lifecycle.state} since=${new Date(d.lifecycle.stateSince).toISOString()}\n\n`);
-    let id = 0;
-    const onTransition = (t: Transition) => out.write(`id: ${++id}\ndata: ${JSON.stringify(t)}\n\n`);
+    // Ids count the process's transitions, so they mean the same on every connection; the stream ends
+    // after the last one (stopped).
+    const onTransition = (t: Transition) => {
+      out.write(`id: ${t.seq}\ndata: ${JSON.stringify({ from: t.from, to: t.to, at: t.at, reason: t.reason })}\n\n`);
+      if (t.to === 'stopped') out.end();
+    };
     d.lifecycle.on('transition', onTransition);
     const ping = setInterval(() => out.write(': ping\n\n'), 15_000);
     out.once('close', () => {

@@ -17,7 +17,12 @@ function fromEngine(e: EngineError, state: EngineState): GatewayError {
     case 'timeout':
       return new GatewayError('queue_timeout', e.message, { retryAfterMs });
     case 'unavailable':
-      return new GatewayError(isStopping(state) ? 'shutting_down' : state === 'sleeping' ? 'engine_asleep' : 'engine_unavailable', e.message, { retryAfterMs });
+      if (state === 'sleeping') {
+        // Asleep with AUTO_WAKE off: only a POST /wake changes that, so SDKs are told not to retry (the
+        // openai SDKs honour x-should-retry over Retry-After); every 503 still carries its hint (docs/contract.md, Errors).
+        return new GatewayError('engine_asleep', e.message, { retryAfterMs, shouldRetry: false });
+      }
+      return new GatewayError(isStopping(state) ? 'shutting_down' : 'engine_unavailable', e.message, { retryAfterMs });
   }
 }
 

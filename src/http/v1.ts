@@ -2,6 +2,7 @@
 // path skips the framework (see app.ts).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { KeySet } from '../auth.ts';
+import { acceptsWork } from '../engine/states.ts';
 import { GatewayError } from '../errors.ts';
 import type { Target } from '../paths.ts';
 import { readBody } from '../proxy/body.ts';
@@ -29,6 +30,15 @@ export function modelOf(body: Buffer): string | undefined {
 const V1_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const ALLOW = [...V1_METHODS].join(', ');
 
+function refuseUnknownRoute(d: AppDeps, res: ServerResponse, path: string, method: string): void {
+  const m = d.lifecycle.route(path, method);
+  if (m?.kind === 'no_route') throw new GatewayError('route_not_found', `vLLM has no route ${method} ${path.slice(0, 200)}`);
+  if (m?.kind === 'wrong_method') {
+    res.setHeader('allow', m.allow.join(', '));
+    throw new GatewayError('method_not_allowed', `${method} is not allowed on ${path.slice(0, 200)}; vLLM takes ${m.allow.join(' or ')}`);
+  }
+}
+
 export type V1Handler = (req: IncomingMessage, res: ServerResponse, scope: RequestScope, target: Target) => Promise<void>;
 
 /** Credentials and the concurrency limit, then the body, admission (waiting for the engine) and the relay. Throws refusals. */
@@ -42,6 +52,8 @@ export function relayV1(d: AppDeps, apiKeys: KeySet): V1Handler {
       throw new GatewayError('method_not_allowed', `${method} is not forwarded to vLLM; use one of ${ALLOW}`);
     }
     const passive = method === 'GET' || method === 'HEAD';
+    // A route vLLM does not have is answered here, instead of waking (or waiting for) the engine for its 404.
+    if (!acceptsWork(d.lifecycle.state)) refuseUnknownRoute(d, res, scope.path, method);
     const ticket = begin(d, res, method === 'POST');
     const body = passive ? null : await readBody(req, d.config.maxBodyBytes);
     if (body) scope.model = modelOf(body);

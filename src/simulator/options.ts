@@ -8,6 +8,8 @@ export interface SimOptions {
   port: number;
   enableSleepMode: boolean;
   devMode: boolean;
+  /** --disable-fastapi-docs: no /openapi.json, /docs, /redoc. */
+  disableDocs: boolean;
   shutdownTimeoutSeconds: number;
   maxModelLen: number;
   apiKey: string | undefined;
@@ -122,6 +124,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): SimOptions
     port: intFlag('--port', 8000),
     enableSleepMode: bools.has('--enable-sleep-mode'),
     devMode: e.VLLM_SERVER_DEV_MODE === '1',
+    disableDocs: bools.has('--disable-fastapi-docs'),
     shutdownTimeoutSeconds: intFlag('--shutdown-timeout', 0),
     maxModelLen: intFlag('--max-model-len', 4096),
     apiKey: flags.get('--api-key') ?? e.VLLM_API_KEY,

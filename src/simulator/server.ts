@@ -331,6 +331,16 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
     },
     ...(opts.devMode ? sleepRoutes : {}),
   };
+  // FastAPI's schema lists every route with its methods, unless --disable-fastapi-docs (docs/vllm.md, HTTP details).
+  if (!opts.disableDocs) {
+    const listed = Object.entries(routes).filter(([path]) => !path.startsWith('/_sim'));
+    const schema = {
+      openapi: '3.1.0',
+      info: { title: 'FastAPI', version: '0.1.0' },
+      paths: Object.fromEntries(listed.map(([path, methods]) => [path, Object.fromEntries(Object.keys(methods).map((m) => [m.toLowerCase(), { summary: path }]))])),
+    };
+    routes['/openapi.json'] = { GET: (_req, res) => json(res, 200, schema) };
+  }
 
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');

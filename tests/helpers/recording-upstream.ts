@@ -28,7 +28,7 @@ export interface RecordingUpstream {
   close(): void;
 }
 
-const PROBES = new Set(['/health', '/version', '/metrics', '/is_sleeping', '/load']);
+const PROBES = new Set(['/health', '/version', '/metrics', '/is_sleeping', '/load', '/openapi.json']);
 
 export function startRecordingUpstream(opts: { apiKey?: string } = {}): Promise<RecordingUpstream> {
   const up: RecordingUpstream = {

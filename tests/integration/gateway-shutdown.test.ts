@@ -192,8 +192,25 @@ describe('gateway: graceful shutdown', () => {
     assert.ok(Date.now() - t0 < 4000, 'no 30 s wait');
     const data = sseData((await s).body);
     assert.equal(data.at(-1), '[DONE]');
+    assert.match(JSON.parse(data.at(-2)!).error.message, /a second signal ended the drain/, 'the client is told what happened');
+    assert.doesNotMatch(JSON.parse(data.at(-2)!).error.message, /DRAIN_TIMEOUT_SECONDS/);
     await noVllmLeft(childPgid);
     assert.match(gw.proc.output(), /second signal/);
+    assert.doesNotMatch(gw.proc.output(), /did not stop in time/);
+  });
+
+  test('/events: ids count the process\'s transitions on every connection, and draining → stopped arrives before the stream ends', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_SLEEP_MS: '20', VLLM_SIM_WAKE_MS: '20' } });
+    await raw(`${gw.url}/sleep`, { method: 'POST' });
+    const late = raw(`${gw.url}/events`, { timeoutMs: 20_000 }); // opened after three transitions (1 ready, 2, 3 asleep)
+    await waitFor('listening', async () => (await gw.health()).status === 200);
+    await raw(`${gw.url}/wake`, { method: 'POST' });
+    await waitFor('woken', async () => (await gw.health()).body.status === 'ready');
+    process.kill(gw.proc.pid, 'SIGTERM');
+    const { body } = await late;
+    const events = body.split('\n\n').filter((e) => e.includes('data: ')).map((e) => ({ id: Number(/^id: (\d+)$/m.exec(e)![1]), ...JSON.parse(/^data: (.*)$/m.exec(e)![1]!) }));
+    assert.deepEqual(events.map((e) => `${e.id} ${e.from}>${e.to}`), ['4 sleeping>waking', '5 waking>ready', '6 ready>draining', '7 draining>stopped']);
+    assert.equal((await gw.proc.exited).code, 0);
   });
 
   test('SIGHUP (the terminal closed) shuts down like SIGTERM: the stream completes, vLLM stopped, exit 0', async () => {

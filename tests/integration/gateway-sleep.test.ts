@@ -1,6 +1,7 @@
 // Sleep and wake through the gateway, with the simulator as the real child (issue: sleep and wake).
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import OpenAI from 'openai';
 import { before, describe, test } from 'node:test';
 import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { postJson, raw } from '../helpers/net.ts';
@@ -279,8 +280,39 @@ describe('gateway: refusals and failures', () => {
     const ra = Number(r.headers['retry-after']);
     const ram = Number(r.headers['retry-after-ms']);
     assert.ok(ra >= 1 && ra <= 60 && ram >= 1000 && ram <= 60_000);
+    assert.equal(r.headers['x-should-retry'], 'false', 'nothing changes by itself: clients are told not to retry');
+    // The openai SDK with its default retries gives up at once instead of retrying for 12 s.
+    const sdk = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'none' });
+    const t1 = Date.now();
+    await assert.rejects(sdk.chat.completions.create({ model: 'sim/test-model', messages: [{ role: 'user', content: 'x' }] }), (e: unknown) => e instanceof OpenAI.APIError && e.status === 503);
+    assert.ok(Date.now() - t1 < 2000, `the SDK gave up after ${Date.now() - t1} ms`);
     assert.equal((await gw.health()).body.status, 'sleeping');
     assert.equal((await gw.simStats()).wake_calls.length, 0);
+  });
+
+  test('a route vLLM does not have is answered at once while asleep, without waking it (its /openapi.json)', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_WAKE_MS: '2000' } });
+    await post(gw, '/sleep');
+    const t0 = Date.now();
+    const missing = await postJson(`${gw.url}/v1/no/such/route`, { x: 1 });
+    assert.equal(missing.status, 404);
+    assert.equal(json(missing).error.code, 'route_not_found');
+    const wrong = await raw(`${gw.url}/v1/chat/completions`, { method: 'PUT', body: '{}' });
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.headers.allow, 'POST');
+    assert.ok(Date.now() - t0 < 1500, 'no wake was waited for');
+    assert.equal((await gw.simStats()).wake_calls.length, 0);
+    assert.equal((await gw.health()).body.status, 'sleeping');
+    assert.equal((await postJson(`${gw.url}/v1/completions`, { prompt: 'x', max_tokens: 1 })).status, 200, 'a known route still wakes it');
+  });
+
+  test('level 2 with an FP8 KV cache is refused (vLLM wakes it to garbage) unless allowed', async () => {
+    const gw = await gateway({ env: { VLLM_ARGS: '--kv-cache-dtype fp8' } });
+    const r = await post(gw, '/sleep?level=2');
+    assert.equal(r.status, 400);
+    assert.match(json(r).error.message, /FP8 KV cache.*ALLOW_FP8_KV_SLEEP_LEVEL_2/);
+    assert.equal((await gw.simStats()).sleep_calls.length, 0);
+    assert.equal((await post(gw, '/sleep?level=1')).status, 200, 'level 1 is fine');
   });
 
   test('a wake longer than QUEUE_TIMEOUT_SECONDS: the waiting request gets 503 with retry headers', async () => {

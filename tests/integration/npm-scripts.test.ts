@@ -36,9 +36,11 @@ test('npm start: two at the same moment in one checkout both come up, on the pin
   assert.deepEqual(fs.readdirSync(ROOT).filter((f) => f.startsWith('dist.')), [], 'no build directory left behind');
 });
 
-test('npm run demo: the gateway and the simulator come up on the pinned Node', { timeout: 120_000 }, async () => {
-  const [port, vllmPort] = [await freePort(), await freePort()];
-  const demo = startProcess('npm', ['run', 'demo'], { PORT: String(port), VLLM_PORT: String(vllmPort), LOG_PRETTY: 'false', VLLM_SIM_LOAD_SECONDS: '0.2' }, ROOT);
+test('npm run demo: the gateway and the simulator come up on the pinned Node, the simulator on a free port', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  const demo = startProcess('npm', ['run', 'demo'], { PORT: String(port), LOG_PRETTY: 'false', VLLM_SIM_LOAD_SECONDS: '0.2' }, ROOT);
   await waitFor('demo ready', async () => JSON.parse((await raw(`http://127.0.0.1:${port}/health`)).body).status === 'ready', 60_000);
   assert.equal((await nodeVersionOf(demo)).split('.')[0], `v${pinnedMajor}`);
+  const backend = JSON.parse((await raw(`http://127.0.0.1:${port}/backend`)).body);
+  assert.notEqual(new URL(backend.vllm_url).port, '8000', 'not the default 8000, which a workstation may have taken');
 });

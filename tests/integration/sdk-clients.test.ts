@@ -5,11 +5,15 @@ import assert from 'node:assert/strict';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { ChatOpenAI } from '@langchain/openai';
 import { generateText, streamText } from 'ai';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 import { gatewayFactory, type Gateway } from '../helpers/gateway.ts';
 import { chatChunk, SSE_HEAD, sseChunk, startScriptedUpstream, type ScriptedUpstream } from '../helpers/scripted-upstream.ts';
-import { MODEL } from '../helpers/sim.ts';
+import { MODEL, ROOT } from '../helpers/sim.ts';
 
 const gateway = gatewayFactory();
 const KEY = 'sk-sdk-test-key';
@@ -81,5 +85,21 @@ describe('SDK clients when vLLM breaks a stream off', () => {
     assert.equal(text, 'first second', 'what came whole was delivered');
     assert.equal(await stream.finishReason, 'error');
     assert.ok(errors.length > 0 && /stream from vLLM broke/.test(JSON.stringify(errors[0], Object.getOwnPropertyNames(errors[0]))), 'onError hears why');
+  });
+});
+
+describe('the README\'s TypeScript snippet', () => {
+  test('runs as written with `node hello.mts` (Node 24 strips the types) and streams an answer', async () => {
+    const gw = await gateway({ env: { VLLM_MODEL: 'Qwen/Qwen3-0.6B', API_KEYS: KEY, VLLM_SIM_OUTPUT_TOKENS: '5' } });
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const snippet = /```ts\n([\s\S]*?)```/.exec(readme)![1]!;
+    // A new project beside this checkout's packages (`import 'openai'` finds them); only the port differs.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'readme-snippet-'));
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+    const file = path.join(dir, 'hello.mts');
+    fs.writeFileSync(file, snippet.replace('http://localhost:7860', gw.url));
+    const run = spawnSync(process.execPath, [file], { env: { ...process.env, OPENAI_API_KEY: KEY }, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 0, run.stderr);
+    assert.ok(run.stdout.trim().length > 0, 'the streamed answer is printed');
   });
 });

@@ -65,4 +65,21 @@ test('every bad value names its variable', () => {
     assert.throws(() => loadConfig({ VLLM_MODEL: 'm', [k]: v }), (e: unknown) => e instanceof ConfigError && e.message.includes(k) && !e.message.includes('\n'), k);
   }
   assert.throws(() => loadConfig({}), /VLLM_MODEL/);
+  assert.throws(() => loadConfig({ VLLM_MODEL: 'm', API_KEYS: ' , ,' }), /API_KEYS: no key/);
+});
+
+test('settings that are wrong together: one line naming the variable to change', () => {
+  const m = { VLLM_MODEL: 'm' };
+  assert.throws(() => loadConfig({ ...m, PORT: '9000', VLLM_PORT: '9000' }), /invalid VLLM_PORT: 9000 is the gateway's own PORT/);
+  assert.equal(loadConfig({ VLLM_URL: 'http://127.0.0.1:9000', PORT: '9000', VLLM_PORT: '9000' }).mode, 'attach', 'attach mode does not use VLLM_PORT');
+  assert.throws(() => loadConfig({ ...m, VLLM_ARGS: '--shutdown-timeout 10' }), /ENGINE_STOP_TIMEOUT_SECONDS: 8 s is shorter .* at least 15/);
+  assert.throws(() => loadConfig({ ...m, VLLM_ARGS: '--shutdown-timeout=4' }), /at least 9/);
+  assert.equal(loadConfig({ ...m, VLLM_ARGS: '--shutdown-timeout 10', ENGINE_STOP_TIMEOUT_SECONDS: '15' }).engineStopTimeoutMs, 15_000);
+  assert.throws(() => loadConfig({ ...m, SLEEP_LEVEL: '2', VLLM_ARGS: '--kv-cache-dtype fp8_e4m3' }), /invalid SLEEP_LEVEL: level 2 with --kv-cache-dtype fp8_e4m3/);
+  const allowed = loadConfig({ ...m, SLEEP_LEVEL: '2', VLLM_ARGS: '--kv-cache-dtype=fp8', ALLOW_FP8_KV_SLEEP_LEVEL_2: 'true' });
+  assert.equal(allowed.fp8KvCache, true);
+  assert.equal(loadConfig({ ...m, SLEEP_LEVEL: '1', VLLM_ARGS: '--kv-cache-dtype fp8' }).fp8KvCache, true, 'level 1 is fine');
+  for (const e of [{ ...m, API_KEYS: ',' }, { ...m, PORT: '1', VLLM_PORT: '1' }]) {
+    assert.throws(() => loadConfig(e), (err: unknown) => err instanceof ConfigError && !err.message.includes('\n'));
+  }
 });

@@ -85,16 +85,21 @@ class FakeVllm implements EngineApi {
     this.calls.push('warmup');
     if (this.fail.warmup) throw this.fail.warmup;
   }
+  async routes() {
+    return undefined;
+  }
 }
 
 class FakeChild implements EngineChild {
   static count = 0;
   readonly pid = 1000 + ++FakeChild.count;
   running = true;
+  spawnError: NodeJS.ErrnoException | undefined;
+  output = ['(fake vLLM output)'];
   private done = deferred<ExitInfo>();
   readonly exited = this.done.promise;
   outputTail() {
-    return ['(fake vLLM output)'];
+    return this.output;
   }
   exit(code: number | null, signal: NodeJS.Signals | null = null): void {
     if (!this.running) return;
@@ -187,7 +192,7 @@ describe('the state table', () => {
         if (from === to) continue;
         const m = new StateMachine(from);
         if (to in TRANSITIONS[from]) {
-          assert.deepEqual({ ...m.move(to, 'test'), at: '' }, { from, to, at: '', reason: 'test' }, `${from} → ${to}`);
+          assert.deepEqual({ ...m.move(to, 'test'), at: '' }, { from, to, at: '', reason: 'test', seq: 1 }, `${from} → ${to}`);
           assert.equal(m.state, to);
           allowed++;
         } else {
@@ -343,6 +348,27 @@ describe('the lifecycle, in process', { timeout: 10_000 }, () => {
     assert.equal(r.engine.restarts, 4);
     assert.deepEqual(fatal, ['vLLM failed 5 times within 10 minutes']);
     assert.equal(r.children.length, 5);
+  });
+
+  test('what no restart can mend (no executable, a taken port) is reported once as misconfigured, never restarted', async () => {
+    for (const [how, why] of [['enoent', /no executable "\/no\/vllm".*VLLM_BIN.*npm run demo/], ['port', /port is taken.*VLLM_PORT/]] as const) {
+      const r = rig();
+      const said: string[] = [];
+      r.engine.on('misconfigured', (m: string) => said.push(m));
+      r.vllm.up = false;
+      r.engine.start();
+      await settle();
+      const child = r.children[0]!;
+      if (how === 'enoent') child.spawnError = Object.assign(new Error('spawn /no/vllm ENOENT'), { code: 'ENOENT', path: '/no/vllm' });
+      else child.output = ['(APIServer pid=1) ERROR 12-06 10:00:00 [api_server.py:1790] OSError: [Errno 98] Address already in use'];
+      child.exit(how === 'enoent' ? 127 : 1);
+      await settle();
+      mock.timers.tick(120_000);
+      await settle();
+      assert.equal(said.length, 1, how);
+      assert.match(said[0]!, why);
+      assert.equal(r.children.length, 1, `${how}: no restart`);
+    }
   });
 
   test('admission: waits while starting; QUEUE timeout is an EngineError with a retry hint; a client that leaves is ClientGone', async () => {
