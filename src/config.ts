@@ -126,6 +126,29 @@ const schema = z.object({
   AUTO_WAKE: bool(true),
   WAKE_ON_START: bool(false),
   WARMUP_ON_WAKE: bool(true),
+  WAKE_CHECK: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const s = (v ?? '').trim().toLowerCase() || 'restart';
+      if (s !== 'restart' && s !== 'warn' && s !== 'off') {
+        ctx.addIssue({ code: 'custom', message: `expected restart, warn or off, got "${v}"` });
+        return z.NEVER;
+      }
+      return s as 'restart' | 'warn' | 'off';
+    }),
+  SLEEP_MIN_FREED_SHARE: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return 0.5;
+      const n = Number(v.trim());
+      if (!Number.isFinite(n) || n < 0 || n > 1) {
+        ctx.addIssue({ code: 'custom', message: `expected a share from 0 to 1, got "${v}"` });
+        return z.NEVER;
+      }
+      return n;
+    }),
   SLEEP_DRAIN_TIMEOUT_SECONDS: seconds(30),
   QUEUE_TIMEOUT_SECONDS: seconds(30),
   DRAIN_TIMEOUT_SECONDS: seconds(20),
@@ -171,6 +194,10 @@ export interface Config {
   autoWake: boolean;
   wakeOnStart: boolean;
   warmupOnWake: boolean;
+  /** After a wake, compare a greedy answer with the one recorded at first ready. */
+  wakeCheck: 'restart' | 'warn' | 'off';
+  /** Warn when a sleep freed less than this share of what the engine held (vLLM logs both). */
+  sleepMinFreedShare: number;
   sleepDrainTimeoutMs: number;
   queueTimeoutMs: number;
   drainTimeoutMs: number;
@@ -247,6 +274,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     autoWake: e.AUTO_WAKE,
     wakeOnStart: e.WAKE_ON_START,
     warmupOnWake: e.WARMUP_ON_WAKE,
+    wakeCheck: e.WAKE_CHECK,
+    sleepMinFreedShare: e.SLEEP_MIN_FREED_SHARE,
     sleepDrainTimeoutMs: ms(e.SLEEP_DRAIN_TIMEOUT_SECONDS),
     queueTimeoutMs: ms(e.QUEUE_TIMEOUT_SECONDS),
     drainTimeoutMs: ms(e.DRAIN_TIMEOUT_SECONDS),

@@ -68,6 +68,13 @@ async function main(): Promise<void> {
     if (e.outcome === 'ok') metrics.wakeDuration.observe({ level: String(e.level) }, e.durationMs / 1000);
   });
   lifecycle.on('restart', () => metrics.restarts.inc());
+  lifecycle.on('wake-check', (ok: boolean) => {
+    if (!ok) metrics.wakeCheckFailures.inc();
+  });
+  lifecycle.on('sleep-freed', (f: { freedGiB: number; inUseGiB: number }) => {
+    metrics.sleepFreed.set(f.freedGiB * 2 ** 30);
+    metrics.sleepInUse.set(f.inUseGiB * 2 ** 30);
+  });
 
   const forwarder = new Forwarder({ baseUrl: config.vllmUrl, vllmApiKey: config.vllmApiKey, upstreamTimeoutMs: config.upstreamTimeoutMs, clientStallMs: config.clientStallMs });
   const server = createServer(requestListener({ config, log, lifecycle, inflight, forwarder, client, metrics }), limitsFor(config.clientTimeoutMs));

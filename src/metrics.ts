@@ -45,6 +45,9 @@ export function createMetrics(src: MetricsSources) {
     wakeDuration: new Histogram({ name: 'gateway_engine_wake_duration_seconds', help: 'Time to wake (reload and warm-up included), by level.', labelNames: ['level'], buckets: durationBuckets, registers }),
     wakeWait: new Histogram({ name: 'gateway_wake_wait_seconds', help: 'Time requests waited for the engine (asleep, waking or starting) before being forwarded.', buckets: durationBuckets, registers }),
     restarts: new Counter({ name: 'gateway_engine_restarts_total', help: 'Engine restarts after a failure.', registers }),
+    wakeCheckFailures: new Counter({ name: 'gateway_wake_check_failures_total', help: 'Wakes after which the engine answered the reference question differently (WAKE_CHECK).', registers }),
+    sleepFreed: new Gauge({ name: 'gateway_engine_sleep_freed_bytes', help: 'GPU memory the last sleep freed, as vLLM logged it (launch mode).', registers }),
+    sleepInUse: new Gauge({ name: 'gateway_engine_sleep_in_use_bytes', help: 'GPU memory still in use after the last sleep, as vLLM logged it (launch mode).', registers }),
     drains: new Counter({ name: 'gateway_drains_total', help: 'Shutdown drains, by outcome (complete: every request finished; deadline: some were cut).', labelNames: ['outcome'], registers }),
   };
   new Gauge({

@@ -29,6 +29,7 @@ export interface EngineApi {
   reportedSleepLevel(timeoutMs?: number): Promise<1 | 2 | undefined>;
   warmup(model: string | undefined, timeoutMs: number): Promise<void>;
   routes(timeoutMs?: number): Promise<RouteTable | undefined>;
+  probe(model: string | undefined, timeoutMs: number): Promise<string>;
 }
 
 export interface EngineClientOptions {
@@ -40,6 +41,8 @@ export type SleepMode = 'wait' | 'abort';
 
 /** The longest any call may take (a weights reload); each call's own deadline is shorter or equal. */
 const RELOAD_LIMIT_MS = 600_000;
+export const CONTROL_USER_AGENT = 'vllm-gateway (control)';
+
 /** vLLM's control answers are small JSON; its /metrics text is the largest (tens of KB). */
 const MAX_CONTROL_BODY = 4 << 20;
 
@@ -52,7 +55,8 @@ export class EngineClient implements EngineApi {
   }
 
   private async call(what: string, method: 'GET' | 'POST', path: string, timeoutMs: number, body?: unknown): Promise<{ status: number; text: string }> {
-    const headers: Record<string, string> = {};
+    // The gateway's own calls say so: vLLM's access log (and a test's recording upstream) tell them apart.
+    const headers: Record<string, string> = { 'user-agent': CONTROL_USER_AGENT };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (this.opts.apiKey && path.startsWith('/v1')) headers.authorization = `Bearer ${this.opts.apiKey}`;
     try {
@@ -128,6 +132,19 @@ export class EngineClient implements EngineApi {
       /* older vLLM: no such gauge */
     }
     return undefined;
+  }
+
+  /**
+   * A greedy answer to a fixed prompt (temperature 0, fixed seed, a few tokens): recorded at first ready and
+   * asked again after every wake, so that an engine that wakes to garbage is caught before clients see it.
+   */
+  async probe(model: string | undefined, timeoutMs: number): Promise<string> {
+    const body: Record<string, unknown> = { prompt: 'The capital of France is', max_tokens: 8, temperature: 0, seed: 0 };
+    if (model) body.model = model;
+    const res = JSON.parse(await this.ok('wake-check completion', 'POST', '/v1/completions', timeoutMs, body)) as { choices?: { text?: unknown }[] };
+    const text = res.choices?.[0]?.text;
+    if (typeof text !== 'string') throw new Error('wake-check completion: no text in the answer');
+    return text;
   }
 
   /** A one-token completion, so the first user request after a wake does not pay for cold kernels. */

@@ -3,7 +3,7 @@
 import { ClientGone, EngineError } from '../errors.ts';
 import type { EngineCore } from './lifecycle.ts';
 import type { WakeOutcome } from './sleep-wake.ts';
-import { acceptsWork, isAsleep, isStopping } from './states.ts';
+import { acceptsWork, isAsleep, isDown, isStopping } from './states.ts';
 import { untilAborted } from './timing.ts';
 
 export class Gate {
@@ -42,6 +42,8 @@ export class Gate {
     try {
       await this.wake('a request arrived while asleep (AUTO_WAKE)');
     } catch (e) {
+      // The wake failed and the engine is being restarted (a failed wake check): wait for it like any start.
+      if (isDown(this.core.state)) return;
       if (e instanceof EngineError && (e.kind === 'timeout' || e.kind === 'unavailable')) throw e;
       throw new EngineError('unavailable', `the engine could not be woken: ${(e as Error).message}`, this.expectedWakeMs());
     }

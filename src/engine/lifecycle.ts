@@ -29,6 +29,8 @@ export interface LifecycleOptions {
   autoWake: boolean;
   wakeOnStart: boolean;
   warmupOnWake: boolean;
+  wakeCheck: 'restart' | 'warn' | 'off';
+  sleepMinFreedShare: number;
   sleepDrainTimeoutMs: number;
   startupTimeoutMs: number;
   engineStopTimeoutMs: number;
@@ -57,6 +59,11 @@ export interface EngineFacts {
   sleeps: number;
   wakes: number;
   restarts: number;
+  /** The greedy answer recorded when the engine first became ready, for the wake check. */
+  reference: string | undefined;
+  wakeCheck: { last: 'ok' | 'mismatch' | null; failures: number };
+  /** What the last sleep freed and left in use, as vLLM's worker logged it (launch mode). */
+  sleepFreed: { freedGiB: number; inUseGiB: number; at: string } | null;
 }
 
 /** The coordinator as its parts see it: the state to read, the one way to change it, the facts to record. */
@@ -73,12 +80,15 @@ export interface EngineCore {
   emit(event: 'restart'): void;
   emit(event: 'fatal', reason: string): void;
   emit(event: 'misconfigured', reason: string): void;
+  emit(event: 'wake-check', ok: boolean): void;
+  emit(event: 'sleep-freed', freed: NonNullable<EngineFacts['sleepFreed']>): void;
 }
 
 /**
  * Events: 'transition' (Transition), 'sleep' and 'wake' (OpEvent), 'restart', 'fatal' (the reason: too many
  * failures, the platform should restart the gateway), 'misconfigured' (the reason: vLLM cannot start as
- * configured, no restart can help), 'illegal' (a refused transition: a bug).
+ * configured, no restart can help), 'wake-check' (true or false after each checked wake), 'sleep-freed'
+ * (what a sleep freed, from vLLM's log), 'illegal' (a refused transition: a bug).
  */
 export class EngineLifecycle extends EventEmitter {
   private readonly machine = new StateMachine('starting');
@@ -95,6 +105,9 @@ export class EngineLifecycle extends EventEmitter {
     sleeps: 0,
     wakes: 0,
     restarts: 0,
+    reference: undefined,
+    wakeCheck: { last: null, failures: 0 },
+    sleepFreed: null,
   };
   private readonly supervisor: Supervisor;
   private readonly ops: SleepWake;
@@ -224,7 +237,10 @@ export class EngineLifecycle extends EventEmitter {
         last_wake_ms: f.lastWakeMs,
         sleeps: f.sleeps,
         wakes: f.wakes,
+        freed_gib: f.sleepFreed?.freedGiB ?? null,
+        in_use_gib: f.sleepFreed?.inUseGiB ?? null,
       },
+      wake_check: { mode: this.d.opts.wakeCheck, last: f.wakeCheck.last, failures: f.wakeCheck.failures },
     };
   }
 }

@@ -29,6 +29,8 @@ export interface EngineChild {
   readonly spawnError: NodeJS.ErrnoException | undefined;
   readonly exited: Promise<ExitInfo>;
   outputTail(n?: number): string[];
+  /** Every line vLLM prints, as it prints it. */
+  onLine(cb: (line: string) => void): void;
   stop(graceMs: number, skipGrace?: AbortSignal): Promise<StopReport>;
   kill(): Promise<StopReport>;
   killNow(): boolean;
@@ -76,6 +78,10 @@ export class EngineProcess extends EventEmitter implements EngineChild {
     return this.tail.slice(-n);
   }
 
+  onLine(cb: (line: string) => void): void {
+    this.on('line', cb);
+  }
+
   private remember(line: string): void {
     this.tail.push(line);
     if (this.tail.length > TAIL_LINES) this.tail.shift();
@@ -85,6 +91,7 @@ export class EngineProcess extends EventEmitter implements EngineChild {
     const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
     rl.on('line', (line) => {
       this.remember(line);
+      this.emit('line', line);
       // vLLM lists every route at start (one line each): detail for debugging, not news.
       const level = / ERROR |Traceback|Error:/.test(line) ? 'error' : / WARNING /.test(line) ? 'warn' : /\] Route: /.test(line) ? 'debug' : 'info';
       this.log[level]({ stream: name }, line);

@@ -28,6 +28,10 @@ const WAKE_CALL_MS = 120_000;
 const RELOAD_CALL_MS = 600_000;
 const WARMUP_MS = 60_000;
 
+class WakeCheckFailed extends Error {
+  override readonly name = 'WakeCheckFailed';
+}
+
 export class SleepWake {
   private queue: Promise<unknown> = Promise.resolve();
   private tail: { kind: 'sleep' | 'wake'; p: Promise<unknown> } | null = null;
@@ -132,8 +136,11 @@ export class SleepWake {
         await client.wakeUp(undefined, WAKE_CALL_MS);
       }
       if (await client.isSleeping()) throw new Error('vLLM still reports is_sleeping=true after wake_up');
-      if (opts.warmupOnWake) await this.warmup();
+      // The check's completion warms the engine up as well; without a check, the plain warm-up does.
+      if (opts.wakeCheck !== 'off' && core.facts.reference !== undefined) await this.check(level);
+      else if (opts.warmupOnWake) await this.warmup();
     } catch (e) {
+      if (e instanceof WakeCheckFailed) return this.checkFailed(e, level, t0);
       return this.opFailed('wake', 'waking', level, t0, e);
     }
     const durationMs = Date.now() - t0;
@@ -146,6 +153,29 @@ export class SleepWake {
     }
     core.emit('wake', { level, outcome: 'ok', durationMs } satisfies OpEvent);
     return { durationMs, already: false, message: `the engine is awake (woke from level ${level}${opts.warmupOnWake ? ', warmed up' : ''})` };
+  }
+
+  /** Asks the reference question again: a different answer means the engine woke to garbage. */
+  private async check(level: 1 | 2): Promise<void> {
+    const { core } = this;
+    const got = await core.deps.client.probe(core.facts.servedModel, WARMUP_MS);
+    const ok = got === core.facts.reference;
+    core.facts.wakeCheck.last = ok ? 'ok' : 'mismatch';
+    core.emit('wake-check', ok);
+    if (ok) return;
+    core.facts.wakeCheck.failures++;
+    this.log.error({ expected: core.facts.reference, got, level, wake_check: core.deps.opts.wakeCheck }, 'wake check failed: after the wake the engine answers the reference question differently');
+    if (core.deps.opts.wakeCheck === 'restart') {
+      if (core.deps.opts.mode === 'launch') throw new WakeCheckFailed(`the engine answered "${got.slice(0, 60)}" instead of "${core.facts.reference!.slice(0, 60)}" after a level-${level} wake`);
+      this.log.error('an attached vLLM cannot be restarted by the gateway: serving anyway (restart it yourself)');
+    }
+  }
+
+  /** WAKE_CHECK=restart: the engine is restarted before the gate opens; waiting requests wait for it. */
+  private async checkFailed(e: WakeCheckFailed, level: 1 | 2, t0: number): Promise<never> {
+    this.core.emit('wake', { level, outcome: 'error', durationMs: Date.now() - t0 } satisfies OpEvent);
+    await this.fail(`wake check failed: ${e.message}`, {});
+    throw new EngineError('unavailable', `the engine woke to wrong answers and is being restarted (WAKE_CHECK=restart): ${e.message}`, 10_000);
   }
 
   private async warmup(): Promise<void> {

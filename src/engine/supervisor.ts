@@ -20,6 +20,8 @@ export function permanentFailure(proc: EngineChild): string | undefined {
 const PROGRESS_LOG_MS = 15_000;
 const ATTACH_MONITOR_MS = 5_000;
 const HEALTH_CALL_MS = 3000;
+const REFERENCE_CALL_MS = 60_000;
+const SLEEP_FREED = /Sleep mode freed ([\d.]+) GiB memory, ([\d.]+) GiB memory is still in use/;
 
 export class Supervisor {
   private proc: EngineChild | null = null;
@@ -53,6 +55,7 @@ export class Supervisor {
       proc = spawnEngine();
       this.proc = proc;
       if (proc.pid > 0) this.log.info({ child_pid: proc.pid }, 'vLLM started; waiting for it to load the model');
+      proc.onLine((line) => this.readLine(line));
       void proc.exited.then((info) => this.onExit(proc!, info));
     }
     if (!(await this.waitReady(proc))) return;
@@ -94,6 +97,17 @@ export class Supervisor {
     facts.routes = await client.routes();
     if (this.core.stopping || this.core.state !== 'starting') return;
     const asleep = opts.mode === 'attach' && (await client.isSleeping().catch(() => false));
+    // The wake check's reference is asked while the gate is still closed, so no other request shares the batch.
+    facts.reference = undefined;
+    if (!asleep && opts.wakeCheck !== 'off') {
+      try {
+        facts.reference = await client.probe(facts.servedModel, REFERENCE_CALL_MS);
+        this.log.info({ answer: facts.reference }, 'wake check: recorded the reference answer');
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'wake check: no reference answer; wakes will not be checked');
+      }
+      if (this.core.stopping || this.core.state !== 'starting') return;
+    }
     this.policy.onReady(Date.now());
     if (asleep) {
       facts.sleepLevel = (await client.reportedSleepLevel()) ?? opts.sleepLevel;
@@ -104,6 +118,20 @@ export class Supervisor {
       this.core.transition('ready', `vLLM ${facts.version ?? '(version unknown)'} is serving ${facts.servedModel ?? 'its model'}`);
     }
     if (opts.mode === 'attach') this.monitorAttached();
+  }
+
+  /** vLLM's worker logs what a sleep freed (docs/vllm.md, Sleep mode): recorded, and a poor share warned about. */
+  private readLine(line: string): void {
+    const m = SLEEP_FREED.exec(line);
+    if (!m) return;
+    const freed = { freedGiB: Number(m[1]), inUseGiB: Number(m[2]), at: new Date().toISOString() };
+    this.core.facts.sleepFreed = freed;
+    this.core.emit('sleep-freed', freed);
+    const share = freed.freedGiB / (freed.freedGiB + freed.inUseGiB || 1);
+    const min = this.core.deps.opts.sleepMinFreedShare;
+    if (share < min) {
+      this.log.warn({ freed_gib: freed.freedGiB, in_use_gib: freed.inUseGiB, share: Math.round(share * 100) / 100, min }, `sleep freed only ${Math.round(share * 100)} % of the engine's GPU memory (SLEEP_MIN_FREED_SHARE ${min})`);
+    }
   }
 
   /** Attach mode has no child to watch: poll the server's health instead. */

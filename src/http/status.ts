@@ -14,7 +14,7 @@ export function healthRoute(d: AppDeps): Handler<Env> {
   return function healthRoute(c) {
     const s = d.lifecycle.snapshot();
     return c.json(
-      { status: s.state, since: s.since, backend: 'vllm', model: d.lifecycle.servedModel ?? d.config.model ?? null, in_flight: d.inflight.total, sleep: s.sleep },
+      { status: s.state, since: s.since, backend: 'vllm', model: d.lifecycle.servedModel ?? d.config.model ?? null, in_flight: d.inflight.total, sleep: s.sleep, wake_check: s.wake_check },
       servesReads(s.state) ? 200 : 503,
     );
   };
@@ -35,6 +35,7 @@ export function backendRoute(d: AppDeps): Handler<Env> {
       restarts: l.restarts,
       in_flight: d.inflight.total,
       sleep: s.sleep,
+      wake_check: s.wake_check,
       vllm_version: l.version ?? null,
       vllm_url: d.config.vllmUrl,
     });

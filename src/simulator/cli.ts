@@ -100,6 +100,9 @@ async function main(): Promise<void> {
       wakeMs: opts.wakeMs,
       crashAfterRequests: opts.crashAfterRequests,
       queueOnSleep: versionAtLeast(opts.version, '0.17.0'),
+      fp8KvCache: opts.fp8KvCache,
+      sleepFreedGiB: opts.sleepFreedGiB,
+      sleepInUseGiB: opts.sleepInUseGiB,
     },
     log,
     (reason) => {

@@ -49,6 +49,9 @@ export interface EngineTiming {
   wakeMs: number;
   crashAfterRequests: number;
   queueOnSleep: boolean; // vLLM >= 0.17 holds requests while asleep; older builds crash
+  fp8KvCache: boolean;
+  sleepFreedGiB: number;
+  sleepInUseGiB: number;
 }
 
 export interface SimStats {
@@ -70,6 +73,8 @@ export class SimEngine extends EventEmitter {
   sleepingTags = new Set<string>();
   sleepLevel = 0;
   weightsValid = true;
+  /** A level-2 wake with an FP8 KV cache: answers are garbage from then on, whatever is reloaded. */
+  kvCorrupt = false;
   dead = false;
   shuttingDown = false;
   private readonly active = new Set<Active>();
@@ -145,7 +150,7 @@ export class SimEngine extends EventEmitter {
       this.onCrash('CUDA error: an illegal memory access was encountered (scheduled while partially asleep)');
       throw new EngineDeadError();
     }
-    const garbage = !this.weightsValid;
+    const garbage = !this.weightsValid || this.kvCorrupt;
     if (garbage) this.stats.garbage_answers++;
     let text = '';
     let tokens = 0;
@@ -269,7 +274,8 @@ export class SimEngine extends EventEmitter {
     this.sleepingTags = new Set(['weights', 'kv_cache']);
     this.sleepLevel = level;
     if (level >= 2) this.weightsValid = false;
-    this.log('INFO', 'gpu_worker.py:117', 'Sleep mode freed 1.12 GiB memory, 0.41 GiB memory is still in use.');
+    const { sleepFreedGiB: freed, sleepInUseGiB: inUse } = this.timing;
+    this.log('INFO', 'gpu_worker.py:117', `Sleep mode freed ${freed.toFixed(2)} GiB memory, ${inUse.toFixed(2)} GiB memory is still in use.`);
     this.log('INFO', 'abstract.py:224', `It took ${((Date.now() - t0) / 1000).toFixed(6)} seconds to fall asleep.`);
   }
 
@@ -289,6 +295,7 @@ export class SimEngine extends EventEmitter {
         const woken = list ?? [...this.sleepingTags];
         await delay((this.timing.wakeMs * woken.length) / 2);
         for (const t of woken) this.sleepingTags.delete(t);
+        if (woken.includes('kv_cache') && this.sleepLevel >= 2 && this.timing.fp8KvCache) this.kvCorrupt = true;
         if (this.sleepingTags.size === 0) this.sleepLevel = 0;
         this.log('INFO', 'abstract.py:252', `It took ${((Date.now() - t0) / 1000).toFixed(6)} seconds to wake up tags {${woken.map((t) => `'${t}'`).join(', ')}}.`);
       }

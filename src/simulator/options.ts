@@ -32,6 +32,11 @@ export interface SimOptions {
   gpuLockFile: string | undefined;
   orphanTtlSeconds: number;
   legacyErrors: boolean;
+  /** --kv-cache-dtype fp8…: a level-2 wake leaves the engine answering garbage, reload or not (vLLM #48310). */
+  fp8KvCache: boolean;
+  /** What a sleep frees and leaves in use, as vLLM's worker logs it. */
+  sleepFreedGiB: number;
+  sleepInUseGiB: number;
   /** [UNMERGED] PR #51488: a request while paused or asleep is rejected instead of parked. */
   rejectWhileAsleep: boolean;
 }
@@ -40,7 +45,7 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-const VALUE_FLAGS = new Set(['--host', '--port', '--shutdown-timeout', '--max-model-len', '--api-key', '--model']);
+const VALUE_FLAGS = new Set(['--host', '--port', '--shutdown-timeout', '--max-model-len', '--api-key', '--model', '--kv-cache-dtype']);
 const BOOL_FLAGS = new Set([
   '--enable-sleep-mode',
   '--enable-request-id-headers',
@@ -66,6 +71,8 @@ const knobs = z.object({
   VLLM_SIM_GPU_LOCK_FILE: z.string().optional(),
   VLLM_SIM_ORPHAN_TTL_SECONDS: num(1).default(600),
   VLLM_SIM_LEGACY_ERRORS: z.enum(['0', '1']).default('0'),
+  VLLM_SIM_SLEEP_FREED_GIB: num(0).default(1.12),
+  VLLM_SIM_SLEEP_IN_USE_GIB: num(0).default(0.41),
   VLLM_SIM_REJECT_WHILE_ASLEEP: z.enum(['0', '1']).default('0'),
   VLLM_HTTP_TIMEOUT_KEEP_ALIVE: num(0).default(5),
   VLLM_KEEP_ALIVE_ON_ENGINE_DEATH: z.enum(['0', '1']).default('0'),
@@ -146,6 +153,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): SimOptions
     gpuLockFile: e.VLLM_SIM_GPU_LOCK_FILE || undefined,
     orphanTtlSeconds: e.VLLM_SIM_ORPHAN_TTL_SECONDS,
     legacyErrors: e.VLLM_SIM_LEGACY_ERRORS === '1',
+    fp8KvCache: flags.get('--kv-cache-dtype')?.startsWith('fp8') ?? false,
+    sleepFreedGiB: e.VLLM_SIM_SLEEP_FREED_GIB,
+    sleepInUseGiB: e.VLLM_SIM_SLEEP_IN_USE_GIB,
     rejectWhileAsleep: e.VLLM_SIM_REJECT_WHILE_ASLEEP === '1',
   };
 }

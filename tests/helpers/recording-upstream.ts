@@ -3,6 +3,8 @@
 // routes too (200), so that a request smuggled to one of them is recorded, not just refused.
 import http from 'node:http';
 import type net from 'node:net';
+import { CONTROL_USER_AGENT } from '../../src/engine/client.ts';
+import { headerValues } from './llhttp.ts';
 
 export const VLLM_ADMIN_ROUTES = [
   '/sleep', '/wake_up', '/is_sleeping', '/collective_rpc', '/reset_prefix_cache', '/reset_mm_cache', '/reset_encoder_cache',
@@ -21,20 +23,21 @@ export interface RecordingUpstream {
   url: string;
   /** Every request llhttp parsed, start-up probes included. */
   all: RecordedRequest[];
-  /** Requests that are not the gateway's own probes (health, version, models list, metrics, is_sleeping). */
+  /** Requests that are not the gateway's own control calls. */
   relayed(): RecordedRequest[];
   /** llhttp refusals: bytes the gateway sent that are not HTTP/1.1. */
   parseErrors: string[];
   close(): void;
 }
 
-const PROBES = new Set(['/health', '/version', '/metrics', '/is_sleeping', '/load', '/openapi.json']);
+/** The gateway's own calls (start-up probes, the wake check's question) carry its control user agent. */
+const isControl = (r: RecordedRequest) => headerValues(r.rawHeaders, 'user-agent')[0] === CONTROL_USER_AGENT;
 
 export function startRecordingUpstream(opts: { apiKey?: string } = {}): Promise<RecordingUpstream> {
   const up: RecordingUpstream = {
     url: '',
     all: [],
-    relayed: () => up.all.filter((r) => !PROBES.has(r.url) && !(r.method === 'GET' && r.url === '/v1/models' && r.rawHeaders.every((h) => h.toLowerCase() !== 'x-request-id'))),
+    relayed: () => up.all.filter((r) => !isControl(r)),
     parseErrors: [],
     close: () => {},
   };
@@ -61,6 +64,7 @@ export function startRecordingUpstream(opts: { apiKey?: string } = {}): Promise<
       if (path === '/is_sleeping') return json(200, { is_sleeping: false });
       if (path === '/metrics') return void res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 0 }).end();
       if (path === '/v1/models' && rec.method === 'GET') return json(200, { object: 'list', data: [{ id: 'recorded', object: 'model' }] });
+      if (isControl(rec) && path === '/v1/completions') return json(200, { choices: [{ text: ' Paris.' }] });
       if (path.startsWith('/v1/')) {
         if (opts.apiKey && req.headers.authorization !== `Bearer ${opts.apiKey}`) return json(401, { error: 'Unauthorized' });
         return json(200, { id: 'rec', object: 'chat.completion', model: 'recorded', path: rec.url, choices: [] });

@@ -3,6 +3,7 @@
 // mode asks at start (/health, /version, /v1/models, /is_sleeping), so a real gateway can run in front of it.
 import http from 'node:http';
 import net from 'node:net';
+import { CONTROL_USER_AGENT } from '../../src/engine/client.ts';
 
 export interface ScriptedRequest {
   method: string;
@@ -62,6 +63,7 @@ export function startScriptedUpstream(script: Script): Promise<ScriptedUpstream>
       else if (path === '/v1/models') json(sock, '{"object":"list","data":[{"id":"scripted","object":"model"}]}');
       else if (path === '/is_sleeping') json(sock, '{"is_sleeping":false}');
       else if (path === '/metrics') sock.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 0\r\n\r\n');
+      else if (headers['user-agent'] === CONTROL_USER_AGENT && path === '/v1/completions') json(sock, '{"choices":[{"text":" Paris."}]}'); // the wake check's question
       else if (path.startsWith('/v1/')) {
         up.requests.push(req);
         await script(req, sock);

@@ -244,7 +244,8 @@ describe('gateway: engine failure and restart', () => {
   });
 
   test('a stream broken by an engine crash ends with an error the SDK raises, not a silent truncation', async () => {
-    const gw = await gateway({ env: { VLLM_SIM_CRASH_AFTER_REQUESTS: '1', VLLM_SIM_TOKEN_MS: '10' } });
+    // The first request is the wake check's reference question: the second, the client's, dies.
+    const gw = await gateway({ env: { VLLM_SIM_CRASH_AFTER_REQUESTS: '2', VLLM_SIM_TOKEN_MS: '10' } });
     const stream = await gw.client().chat.completions.create({ model: 'sim/test-model', messages: [{ role: 'user', content: 'x' }], max_tokens: 40, ignore_eos: true, stream: true } as any);
     let got = 0;
     await assert.rejects(async () => {

@@ -306,6 +306,33 @@ describe('gateway: refusals and failures', () => {
     assert.equal((await postJson(`${gw.url}/v1/completions`, { prompt: 'x', max_tokens: 1 })).status, 200, 'a known route still wakes it');
   });
 
+  test('wake check: an engine that wakes to garbage (level 2, FP8 KV cache) is restarted before the waiting request is served', async () => {
+    const gw = await gateway({ env: { SLEEP_LEVEL: '2', ALLOW_FP8_KV_SLEEP_LEVEL_2: 'true', VLLM_ARGS: '--kv-cache-dtype fp8' } });
+    const ask = { prompt: 'Name a colour.', max_tokens: 6, temperature: 0, seed: 1 };
+    const before = json(await postJson(`${gw.url}/v1/completions`, ask)).choices[0].text;
+    const pid0 = (await gw.backend()).child_pid;
+    await post(gw, '/sleep');
+    const after = await postJson(`${gw.url}/v1/completions`, ask); // wakes it; the check fails; restart
+    assert.equal(after.status, 200);
+    assert.equal(json(after).choices[0].text, before, 'the client got a right answer, from the restarted engine');
+    const backend = await gw.backend();
+    assert.notEqual(backend.child_pid, pid0, 'a new vLLM process');
+    assert.equal(backend.restarts, 1);
+    assert.deepEqual(backend.wake_check, { mode: 'restart', last: 'mismatch', failures: 1 });
+    assert.equal((await gw.health()).body.wake_check.failures, 1);
+    assert.match((await raw(`${gw.url}/metrics`)).body, /^gateway_wake_check_failures_total 1$/m);
+    assert.match(gw.proc.output(), /wake check failed/);
+  });
+
+  test('what a sleep freed is read from vLLM\'s log: /backend, metrics, and a warning under SLEEP_MIN_FREED_SHARE', async () => {
+    const gw = await gateway({ env: { VLLM_SIM_SLEEP_FREED_GIB: '1.00', VLLM_SIM_SLEEP_IN_USE_GIB: '3.00' } });
+    await post(gw, '/sleep');
+    await waitFor('the freed line read', async () => (await gw.backend()).sleep.freed_gib === 1);
+    assert.equal((await gw.backend()).sleep.in_use_gib, 3);
+    assert.match((await raw(`${gw.url}/metrics`)).body, /^gateway_engine_sleep_freed_bytes 1073741824$/m);
+    await gw.proc.waitOutput(/sleep freed only 25 % of the engine's GPU memory \(SLEEP_MIN_FREED_SHARE 0.5\)/);
+  });
+
   test('level 2 with an FP8 KV cache is refused (vLLM wakes it to garbage) unless allowed', async () => {
     const gw = await gateway({ env: { VLLM_ARGS: '--kv-cache-dtype fp8' } });
     const r = await post(gw, '/sleep?level=2');

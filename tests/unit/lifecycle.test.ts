@@ -88,6 +88,11 @@ class FakeVllm implements EngineApi {
   async routes() {
     return undefined;
   }
+  answer = 'Paris.';
+  async probe() {
+    this.calls.push('probe');
+    return this.answer;
+  }
 }
 
 class FakeChild implements EngineChild {
@@ -100,6 +105,10 @@ class FakeChild implements EngineChild {
   readonly exited = this.done.promise;
   outputTail() {
     return this.output;
+  }
+  lines: ((l: string) => void)[] = [];
+  onLine(cb: (l: string) => void) {
+    this.lines.push(cb);
   }
   exit(code: number | null, signal: NodeJS.Signals | null = null): void {
     if (!this.running) return;
@@ -130,6 +139,8 @@ const OPTS: LifecycleOptions = {
   autoWake: true,
   wakeOnStart: false,
   warmupOnWake: true,
+  wakeCheck: 'off',
+  sleepMinFreedShare: 0.5,
   sleepDrainTimeoutMs: 30_000,
   startupTimeoutMs: 60_000,
   engineStopTimeoutMs: 8000,
@@ -369,6 +380,58 @@ describe('the lifecycle, in process', { timeout: 10_000 }, () => {
       assert.match(said[0]!, why);
       assert.equal(r.children.length, 1, `${how}: no restart`);
     }
+  });
+
+  test('wake check (restart): an engine that wakes to another answer is restarted before a waiting request is served', async () => {
+    const r = rig({ wakeCheck: 'restart' });
+    const checks: boolean[] = [];
+    r.engine.on('wake-check', (ok: boolean) => checks.push(ok));
+    await ready(r);
+    assert.deepEqual(r.vllm.calls, ['probe'], 'the reference is asked before the gate opens');
+    await r.engine.sleep(1, 'x');
+    r.vllm.answer = 'garbage garbage';
+    const admitted = r.engine.admit(new AbortController().signal, 30_000);
+    let served = false;
+    void admitted.then(() => (served = true));
+    await settle();
+    assert.equal(r.engine.state, 'failed');
+    assert.equal(served, false, 'nobody is served by the garbled engine');
+    r.vllm.answer = 'Paris.'; // the restarted engine answers right again
+    mock.timers.tick(1000);
+    await settle();
+    await admitted;
+    assert.equal(r.engine.state, 'ready');
+    assert.equal(r.children.length, 2, 'restarted');
+    assert.deepEqual(checks, [false]);
+    assert.deepEqual(r.engine.snapshot().wake_check, { mode: 'restart', last: 'mismatch', failures: 1 });
+  });
+
+  test('wake check (warn): the mismatch is logged and counted, the engine opens anyway; (off): no question asked', async () => {
+    const r = rig({ wakeCheck: 'warn' });
+    await ready(r);
+    await r.engine.sleep(1, 'x');
+    r.vllm.answer = 'garbage';
+    await r.engine.wake('x');
+    assert.equal(r.engine.state, 'ready');
+    assert.equal(r.engine.snapshot().wake_check.failures, 1);
+    assert.ok(r.logs.some((l) => l.includes('wake check failed')));
+    const off = rig({ wakeCheck: 'off' });
+    await ready(off);
+    await off.engine.sleep(1, 'x');
+    await off.engine.wake('x');
+    assert.ok(!off.vllm.calls.includes('probe'));
+    assert.ok(off.vllm.calls.includes('warmup'), 'the plain warm-up instead');
+  });
+
+  test('what a sleep freed, read from vLLM\'s log; a share under SLEEP_MIN_FREED_SHARE is warned about', async () => {
+    const r = rig({ sleepMinFreedShare: 0.8 });
+    const freed: unknown[] = [];
+    r.engine.on('sleep-freed', (f) => freed.push(f));
+    await ready(r);
+    for (const cb of r.children[0]!.lines) cb('(Worker pid=9) INFO 12-06 10:00:00 [gpu_worker.py:117] Sleep mode freed 3.00 GiB memory, 1.00 GiB memory is still in use.');
+    assert.equal(freed.length, 1);
+    assert.equal(r.engine.snapshot().sleep.freed_gib, 3);
+    assert.ok(r.logs.some((l) => l.includes('sleep freed only 75 %')));
   });
 
   test('admission: waits while starting; QUEUE timeout is an EngineError with a retry hint; a client that leaves is ClientGone', async () => {
