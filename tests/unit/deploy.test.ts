@@ -33,6 +33,18 @@ function dockerInstructions(text: string): { op: string; args: string }[] {
 
 const GRACE_MARGIN_S = 5;
 
+test('the image\'s own shutdown defaults fit Docker\'s default 10 s stop timeout (the Space gets no documented grace)', () => {
+  const env = Object.fromEntries(
+    dockerInstructions(read('hf-space/Dockerfile'))
+      .filter((i) => i.op === 'ENV')
+      .flatMap((i) => i.args.split(/\s+/).map((kv) => kv.split('=') as [string, string])),
+  );
+  const drain = Number(env.DRAIN_TIMEOUT_SECONDS);
+  const stop = Number(env.ENGINE_STOP_TIMEOUT_SECONDS);
+  // The drain, the moment the gateway gives error events to flush after it (1 s), and vLLM's stop.
+  assert.ok(drain + 1 + stop <= 9, `drain ${drain} s + 1 s + stop ${stop} s must leave a second of Docker's 10`);
+});
+
 test('Dockerfile: pinned bases, reset vLLM entrypoint, tini exec form, user 1000, port 7860, production install, no secrets', () => {
   const ins = dockerInstructions(read('hf-space/Dockerfile'));
   const args = Object.fromEntries(ins.filter((i) => i.op === 'ARG').map((i) => i.args.split('=') as [string, string]));
