@@ -23,7 +23,7 @@ export interface EngineApi {
   models(timeoutMs?: number): Promise<string[]>;
   isSleeping(timeoutMs?: number): Promise<boolean>;
   sleep(level: number, mode: SleepMode | undefined, timeoutMs: number): Promise<void>;
-  wakeUp(tags: string[] | undefined, timeoutMs: number): Promise<void>;
+  wakeUp(tags: string[] | undefined, timeoutMs: number): Promise<'awake' | 'sleeping' | undefined>;
   reloadWeights(timeoutMs: number): Promise<void>;
   resetPrefixCache(timeoutMs: number): Promise<void>;
   reportedSleepLevel(timeoutMs?: number): Promise<1 | 2 | undefined>;
@@ -109,9 +109,16 @@ export class EngineClient implements EngineApi {
     await this.ok(`POST /sleep?${q}`, 'POST', `/sleep?${q}`, timeoutMs);
   }
 
-  async wakeUp(tags: string[] | undefined, timeoutMs: number): Promise<void> {
+  /** Wakes `tags` (all without). vLLM >= 0.31 answers its status ("awake", or "sleeping" after a partial wake). */
+  async wakeUp(tags: string[] | undefined, timeoutMs: number): Promise<'awake' | 'sleeping' | undefined> {
     const q = tags?.length ? '?' + tags.map((t) => `tags=${encodeURIComponent(t)}`).join('&') : '';
-    await this.ok(`POST /wake_up${q}`, 'POST', `/wake_up${q}`, timeoutMs);
+    const text = await this.ok(`POST /wake_up${q}`, 'POST', `/wake_up${q}`, timeoutMs);
+    try {
+      const status = (JSON.parse(text) as { status?: unknown }).status;
+      return status === 'awake' || status === 'sleeping' ? status : undefined;
+    } catch {
+      return undefined; // an empty body (vLLM < 0.31)
+    }
   }
 
   async reloadWeights(timeoutMs: number): Promise<void> {
@@ -122,10 +129,16 @@ export class EngineClient implements EngineApi {
     await this.ok('POST /reset_prefix_cache', 'POST', '/reset_prefix_cache', timeoutMs);
   }
 
-  /** The sleep level vLLM reports in `vllm:engine_sleep_state` (docs/vllm.md), when it exposes it. */
+  /**
+   * The sleep level vLLM reports (docs/vllm.md, Sleep mode): from the weights' component state where it has
+   * it (>= 0.31), else from `vllm:engine_sleep_state`.
+   */
   async reportedSleepLevel(timeoutMs = 5000): Promise<1 | 2 | undefined> {
     try {
       const text = await this.ok('GET /metrics', 'GET', '/metrics', timeoutMs);
+      const weights = /^vllm:engine_sleep_component_state\{(?=[^}]*component="weights")[^}]*state="(\w+)"[^}]*\} 1(\.0)?$/m.exec(text)?.[1];
+      if (weights === 'discarded') return 2;
+      if (weights === 'offloaded') return 1;
       if (/^vllm:engine_sleep_state\{[^}]*sleep_state="discard_all"[^}]*\} 1(\.0)?$/m.test(text)) return 2;
       if (/^vllm:engine_sleep_state\{[^}]*sleep_state="weights_offloaded"[^}]*\} 1(\.0)?$/m.test(text)) return 1;
     } catch {

@@ -125,16 +125,19 @@ export class SleepWake {
     const level = core.facts.sleepLevel ?? opts.sleepLevel;
     const t0 = Date.now();
     core.transition('waking', reason);
+    let status: 'awake' | 'sleeping' | undefined;
     try {
       if (level >= 2) {
         // Level 2 discarded the weights: a plain wake_up would serve garbage (docs/vllm.md, Sleep mode).
         await client.wakeUp(['weights'], WAKE_CALL_MS);
         await client.reloadWeights(RELOAD_CALL_MS);
-        await client.wakeUp(['kv_cache'], WAKE_CALL_MS);
+        status = await client.wakeUp(['kv_cache'], WAKE_CALL_MS);
         await client.resetPrefixCache(WAKE_CALL_MS);
       } else {
-        await client.wakeUp(undefined, WAKE_CALL_MS);
+        status = await client.wakeUp(undefined, WAKE_CALL_MS);
       }
+      // vLLM >= 0.31 says how the wake went; every version is asked besides.
+      if (status === 'sleeping') throw new Error('vLLM answered wake_up with status "sleeping"');
       if (await client.isSleeping()) throw new Error('vLLM still reports is_sleeping=true after wake_up');
       // The check's completion warms the engine up as well; without a check, the plain warm-up does.
       if (opts.wakeCheck !== 'off' && core.facts.reference !== undefined) await this.check(level);

@@ -100,6 +100,7 @@ async function main(): Promise<void> {
       wakeMs: opts.wakeMs,
       crashAfterRequests: opts.crashAfterRequests,
       queueOnSleep: versionAtLeast(opts.version, '0.17.0'),
+      pausedUntilFullyAwake: versionAtLeast(opts.version, '0.31.0'),
       fp8KvCache: opts.fp8KvCache,
       sleepFreedGiB: opts.sleepFreedGiB,
       sleepInUseGiB: opts.sleepInUseGiB,
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
       child.kill('SIGKILL');
     },
   );
-  const metrics = createSimMetrics(engine, opts.servedModelNames[0]!);
+  const metrics = createSimMetrics(engine, opts.servedModelNames[0]!, opts.version);
   const { server, routeLines } = createSimServer({
     opts,
     engine,

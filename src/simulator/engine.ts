@@ -49,6 +49,8 @@ export interface EngineTiming {
   wakeMs: number;
   crashAfterRequests: number;
   queueOnSleep: boolean; // vLLM >= 0.17 holds requests while asleep; older builds crash
+  /** vLLM >= 0.31: a partial wake keeps scheduling paused until everything is resident again. */
+  pausedUntilFullyAwake: boolean;
   fp8KvCache: boolean;
   sleepFreedGiB: number;
   sleepInUseGiB: number;
@@ -300,7 +302,17 @@ export class SimEngine extends EventEmitter {
         this.log('INFO', 'abstract.py:252', `It took ${((Date.now() - t0) / 1000).toFixed(6)} seconds to wake up tags {${woken.map((t) => `'${t}'`).join(', ')}}.`);
       }
     }
-    this.resume(); // resume_scheduler() runs unconditionally
+    // Before 0.31 resume_scheduler() ran unconditionally, even after a partial wake (a crash source, #44395).
+    if (!this.timing.pausedUntilFullyAwake || this.sleepingTags.size === 0) this.resume();
+  }
+
+  /** What each component is doing, as vLLM >= 0.31's vllm:engine_sleep_component_state reports it. */
+  componentStates(): { scheduler: 'running' | 'paused'; weights: 'resident' | 'offloaded' | 'discarded'; kv_cache: 'resident' | 'discarded' } {
+    return {
+      scheduler: this.scheduler === 'running' ? 'running' : 'paused',
+      weights: !this.sleepingTags.has('weights') ? 'resident' : this.sleepLevel >= 2 ? 'discarded' : 'offloaded',
+      kv_cache: this.sleepingTags.has('kv_cache') ? 'discarded' : 'resident',
+    };
   }
 
   reloadWeights(): void {

@@ -1,8 +1,9 @@
 // vLLM's Prometheus metrics (docs/vllm.md, Sleep mode), labelled model_name and engine="0".
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { versionAtLeast } from '../version.ts';
 import type { SimEngine } from './engine.ts';
 
-export function createSimMetrics(engine: SimEngine, modelName: string) {
+export function createSimMetrics(engine: SimEngine, modelName: string, version = '0.31.0') {
   const registry = new Registry();
   const labels = { model_name: modelName, engine: '0' };
   const labelNames = ['model_name', 'engine'] as const;
@@ -43,6 +44,34 @@ export function createSimMetrics(engine: SimEngine, modelName: string) {
       for (const s of ['awake', 'weights_offloaded', 'discard_all'] as const) this.set({ ...labels, sleep_state: s }, s === state ? 1 : 0);
     },
   });
+  // vLLM >= 0.31: each component's state, whether everything is resident, and what sleep and wake took.
+  const ops = versionAtLeast(version, '0.31.0')
+    ? new Histogram({ name: 'vllm:sleep_mode_operation_duration_seconds', help: 'Time sleep mode operations took.', labelNames: [...labelNames, 'operation'], registers: [registry], buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30] })
+    : undefined;
+  if (ops) {
+    const STATES = { scheduler: ['running', 'paused'], weights: ['resident', 'offloaded', 'discarded'], kv_cache: ['resident', 'discarded'] } as const;
+    new Gauge({
+      name: 'vllm:engine_sleep_component_state',
+      help: 'Sleep state of each engine component: 1 for its current state.',
+      labelNames: [...labelNames, 'component', 'state'],
+      registers: [registry],
+      collect() {
+        const now = engine.componentStates();
+        for (const [component, states] of Object.entries(STATES)) {
+          for (const state of states) this.set({ ...labels, component, state }, now[component as keyof typeof now] === state ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'vllm:engine_fully_awake',
+      help: '1 when every component is resident and the scheduler runs.',
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.set(labels, engine.isSleeping() ? 0 : 1);
+      },
+    });
+  }
   const promptTokens = new Counter({ name: 'vllm:prompt_tokens_total', help: 'Number of prefill tokens processed.', labelNames, registers: [registry] });
   const generationTokens = new Counter({ name: 'vllm:generation_tokens_total', help: 'Number of generation tokens processed.', labelNames, registers: [registry] });
   const success = new Counter({
@@ -53,6 +82,9 @@ export function createSimMetrics(engine: SimEngine, modelName: string) {
   });
   return {
     registry,
+    recordOperation(operation: 'sleep' | 'wake_up', seconds: number) {
+      ops?.observe({ ...labels, operation }, seconds);
+    },
     recordRequest(prompt: number, generated: number, finish: string) {
       promptTokens.inc(labels, prompt);
       generationTokens.inc(labels, generated);

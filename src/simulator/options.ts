@@ -57,7 +57,7 @@ const BOOL_FLAGS = new Set([
 const num = (min: number) => z.coerce.number().finite().min(min);
 
 const knobs = z.object({
-  VLLM_SIM_VERSION: z.string().regex(/^\d+\.\d+(\.\d+)?/).default('0.19.1'),
+  VLLM_SIM_VERSION: z.string().regex(/^\d+\.\d+(\.\d+)?/).default('0.31.0'),
   VLLM_SIM_LOAD_SECONDS: num(0).default(3),
   VLLM_SIM_FAIL_LOAD: z.string().optional(),
   VLLM_SIM_TTFT_MS: num(0).default(40),

@@ -67,6 +67,9 @@ function pyInt(raw: string): number {
 export function createSimServer(d: SimServerDeps): { server: http.Server; routeLines: string[] } {
   const { opts, engine, log } = d;
   const sleepApi = versionAtLeast(opts.version, '0.17.0');
+  // vLLM >= 0.31: typed sleep parameters, JSON answers, /release_kv_cache_memory, a wider API key guard.
+  const richSleepApi = versionAtLeast(opts.version, '0.31.0');
+  const guarded = richSleepApi ? ['/v1', '/v2', '/inference', '/cohere'] : ['/v1'];
   const err = (res: http.ServerResponse, e: HttpError) => json(res, e.status, P.errorBody(e.status, e.message, e.type, opts.legacyErrors));
 
   async function parseJson<T>(req: http.IncomingMessage, schema: z.ZodType<T>, modelName: string, requireJsonType: boolean): Promise<T> {
@@ -211,10 +214,11 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
     '/sleep': {
       POST: async (_req, res, url) => {
         const level = pyInt(url.searchParams.get('level') ?? '1');
+        if (richSleepApi && (level < 0 || level > 2)) throw new HttpError(400, `level: Input should be 0, 1 or 2 (got ${level})`, 'Bad Request');
         let mode: SleepMode = 'abort';
         if (sleepApi) {
           const m = url.searchParams.get('mode') ?? 'abort';
-          if (m !== 'abort' && m !== 'wait' && m !== 'keep') throw new HttpError(400, `Invalid pause mode: ${m}`, 'BadRequestError');
+          if (m !== 'abort' && m !== 'wait' && m !== 'keep') throw new HttpError(400, richSleepApi ? `mode: Input should be 'abort', 'wait' or 'keep'` : `Invalid pause mode: ${m}`, richSleepApi ? 'Bad Request' : 'BadRequestError');
           mode = m;
         }
         if (!opts.enableSleepMode) {
@@ -226,17 +230,33 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
           return empty(res, opts.sleepFailStatus);
         }
         log('INFO', 'api_router.py:44', `sleep the engine with level ${level}`);
+        const t0 = Date.now();
         await engine.sleep(level, mode);
-        empty(res, 200);
+        d.metrics.recordOperation('sleep', (Date.now() - t0) / 1000);
+        if (richSleepApi) json(res, 200, { status: 'sleeping', level });
+        else empty(res, 200);
       },
     },
     '/wake_up': {
       POST: async (_req, res, url) => {
         const tags = url.searchParams.getAll('tags');
+        const t0 = Date.now();
         await engine.wakeUp(tags.length ? tags : null);
-        empty(res, 200);
+        d.metrics.recordOperation('wake_up', (Date.now() - t0) / 1000);
+        if (richSleepApi) json(res, 200, { status: engine.isSleeping() ? 'sleeping' : 'awake', tags: tags.length ? tags : null });
+        else empty(res, 200);
       },
     },
+    ...(richSleepApi
+      ? {
+          '/release_kv_cache_memory': {
+            POST: (_req: http.IncomingMessage, res: http.ServerResponse) => {
+              if (engine.scheduler !== 'paused_all') throw new HttpError(400, 'release_kv_cache_memory needs the engine paused first (sleep?level=0&mode=keep)', 'BadRequestError');
+              json(res, 200, { status: 'kv_cache_released' });
+            },
+          },
+        }
+      : {}),
     '/is_sleeping': { GET: (_req, res) => json(res, 200, { is_sleeping: engine.isSleeping() }) },
     '/collective_rpc': {
       POST: async (req, res) => {
@@ -346,7 +366,7 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
     const url = new URL(req.url ?? '/', 'http://localhost');
     const path = url.pathname;
     try {
-      if (opts.apiKey && path.startsWith('/v1') && req.method !== 'OPTIONS') {
+      if (opts.apiKey && guarded.some((p) => path === p || path.startsWith(`${p}/`)) && req.method !== 'OPTIONS') {
         const m = /^bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
         if (!m || m[1] !== opts.apiKey) return json(res, 401, { error: 'Unauthorized' });
       }

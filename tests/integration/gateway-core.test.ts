@@ -143,7 +143,7 @@ describe('gateway: the OpenAI API through the gateway', () => {
     assert.equal(b.model, 'sim/test-model');
     assert.equal(b.state, 'ready');
     assert.equal(typeof b.child_pid, 'number');
-    assert.equal(b.vllm_version, '0.19.1');
+    assert.equal(b.vllm_version, '0.31.0');
   });
 });
 

@@ -48,10 +48,11 @@ function watchEvents(gw: Gateway) {
   return { events, ready, stop: () => req.destroy() };
 }
 
-describe('gateway: sleep and wake', () => {
+// The oldest vLLM the gateway supports (sleep with mode, requests held while asleep) and the newest.
+for (const version of ['0.17.0', '0.31.0']) describe(`gateway: sleep and wake (vLLM ${version})`, () => {
   let gw: Gateway;
   before(async () => {
-    gw = await gateway({ env: { VLLM_SIM_TOKEN_MS: '15', VLLM_SIM_WAKE_MS: '200', VLLM_SIM_SLEEP_MS: '100' } });
+    gw = await gateway({ env: { VLLM_SIM_VERSION: version, VLLM_SIM_TOKEN_MS: '15', VLLM_SIM_WAKE_MS: '200', VLLM_SIM_SLEEP_MS: '100' } });
   });
 
   test('POST /sleep and /wake: contract bodies, /health and /backend report it, both idempotent', async () => {
@@ -401,16 +402,18 @@ describe('gateway: refusals and failures', () => {
 });
 
 describe('gateway: attach mode and sleep', () => {
-  test('attached to a sleeping vLLM: state sleeping (level from its metrics); WAKE_ON_START wakes it', async () => {
-    const sim = await startSim();
-    await raw(`${sim.url}/sleep?level=2`, { method: 'POST' });
-    const gw = await gateway({ attachTo: sim.url, waitReady: false });
-    await gw.waitState('sleeping');
-    assert.equal((await gw.health()).body.sleep.level, 2);
-    const gw2 = await gateway({ attachTo: sim.url, env: { WAKE_ON_START: 'true' }, waitReady: false });
-    await gw2.waitState('ready');
-    const st = JSON.parse((await raw(`${sim.url}/_sim/stats`)).body);
-    assert.equal(st.reload_weights_calls, 1, 'level 2 wake reloads the weights');
-    sim.proc.kill();
+  test('attached to a sleeping vLLM: state sleeping (level from its metrics, old gauge or new); WAKE_ON_START wakes it', async () => {
+    for (const version of ['0.19.1', '0.31.0']) {
+      const sim = await startSim({ env: { VLLM_SIM_VERSION: version } });
+      await raw(`${sim.url}/sleep?level=2`, { method: 'POST' });
+      const gw = await gateway({ attachTo: sim.url, waitReady: false });
+      await gw.waitState('sleeping');
+      assert.equal((await gw.health()).body.sleep.level, 2, version);
+      const gw2 = await gateway({ attachTo: sim.url, env: { WAKE_ON_START: 'true' }, waitReady: false });
+      await gw2.waitState('ready');
+      const st = JSON.parse((await raw(`${sim.url}/_sim/stats`)).body);
+      assert.equal(st.reload_weights_calls, 1, `${version}: level 2 wake reloads the weights`);
+      sim.proc.kill();
+    }
   });
 });

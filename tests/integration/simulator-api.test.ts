@@ -174,7 +174,7 @@ describe('simulator: OpenAI API', () => {
   });
 
   test('/version, /tokenize, /ping, /metrics with vLLM gauges', async () => {
-    assert.deepEqual(JSON.parse((await raw(`${sim.url}/version`)).body), { version: '0.19.1' });
+    assert.deepEqual(JSON.parse((await raw(`${sim.url}/version`)).body), { version: '0.31.0' });
     const t = JSON.parse((await postJson(`${sim.url}/tokenize`, { prompt: 'one two three' })).body);
     assert.equal(t.count, 3);
     assert.equal(t.tokens.length, 3);

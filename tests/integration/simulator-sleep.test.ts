@@ -9,7 +9,7 @@ import { startSim, type Sim } from '../helpers/sim.ts';
 
 after(killAllStarted);
 
-const post = (sim: Sim, path: string) => raw(`${sim.url}${path}`, { method: 'POST' });
+const post = (sim: Sim, path: string, json?: unknown) => raw(`${sim.url}${path}`, { method: 'POST', ...(json === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(json) }) });
 const isSleeping = async (sim: Sim) => JSON.parse((await raw(`${sim.url}/is_sleeping`)).body).is_sleeping as boolean;
 const longChat = { messages: [{ role: 'user' as const, content: 'x' }], max_tokens: 40, ignore_eos: true };
 
@@ -44,11 +44,11 @@ describe('simulator: sleep endpoints exist only with dev mode and --enable-sleep
   });
 });
 
-describe('simulator: sleep and wake', () => {
+describe('simulator: sleep and wake (vLLM 0.19, empty answers)', () => {
   let sim: Sim;
   let client: OpenAI;
   before(async () => {
-    sim = await startSim({ env: { VLLM_SIM_TOKEN_MS: '20', VLLM_SIM_SLEEP_MS: '100', VLLM_SIM_WAKE_MS: '200' } });
+    sim = await startSim({ env: { VLLM_SIM_VERSION: '0.19.1', VLLM_SIM_TOKEN_MS: '20', VLLM_SIM_SLEEP_MS: '100', VLLM_SIM_WAKE_MS: '200' } });
     client = new OpenAI({ baseURL: `${sim.url}/v1`, apiKey: 'x', maxRetries: 0 });
   });
   after(() => sim.proc.kill());
@@ -175,6 +175,43 @@ describe('simulator: sleep and wake', () => {
     assert.equal(await isSleeping(sim), true);
     assert.deepEqual(JSON.parse((await post(sim, '/resume')).body), { status: 'resumed' });
     assert.equal(await isSleeping(sim), false);
+  });
+});
+
+describe('simulator: the sleep API of vLLM 0.31 (VLLM_SIM_VERSION, the default)', () => {
+  let sim: Sim;
+  before(async () => {
+    sim = await startSim({ env: { VLLM_SIM_SLEEP_MS: '40', VLLM_SIM_WAKE_MS: '40' }, args: ['--api-key', 'k'] });
+  });
+  after(() => sim.proc.kill());
+
+  test('JSON answers; typed level and mode (400); a partial wake keeps scheduling paused; component gauges', async () => {
+    const s = await post(sim, '/sleep?level=2');
+    assert.deepEqual(JSON.parse(s.body), { status: 'sleeping', level: 2 });
+    for (const bad of ['/sleep?level=3', '/sleep?level=1&mode=bogus']) {
+      const r = await post(sim, bad);
+      assert.equal(r.status, 400, bad);
+      assert.match(JSON.parse(r.body).error.message, /Input should be/, bad);
+    }
+    const metrics = () => raw(`${sim.url}/metrics`).then((r) => r.body);
+    assert.match(await metrics(), /vllm:engine_sleep_component_state\{[^}]*component="weights",state="discarded"\} 1/);
+    assert.match(await metrics(), /^vllm:engine_fully_awake\{[^}]*\} 0$/m);
+    const partial = await post(sim, '/wake_up?tags=weights');
+    assert.deepEqual(JSON.parse(partial.body), { status: 'sleeping', tags: ['weights'] });
+    assert.match(await metrics(), /component="scheduler",state="paused"\} 1/, 'scheduling stays paused after a partial wake');
+    await post(sim, '/collective_rpc', { method: 'reload_weights' });
+    const full = await post(sim, '/wake_up?tags=kv_cache');
+    assert.deepEqual(JSON.parse(full.body), { status: 'awake', tags: ['kv_cache'] });
+    assert.match(await metrics(), /^vllm:engine_fully_awake\{[^}]*\} 1$/m);
+    assert.match(await metrics(), /vllm:sleep_mode_operation_duration_seconds_count\{[^}]*operation="wake_up"\} 2/);
+  });
+
+  test('/release_kv_cache_memory after sleep?level=0&mode=keep; the API key guards /inference too', async () => {
+    assert.equal((await post(sim, '/release_kv_cache_memory')).status, 400, 'not paused: refused');
+    await post(sim, '/sleep?level=0&mode=keep');
+    assert.deepEqual(JSON.parse((await post(sim, '/release_kv_cache_memory')).body), { status: 'kv_cache_released' });
+    await post(sim, '/wake_up');
+    assert.equal((await raw(`${sim.url}/inference`, { method: 'POST', body: '{}' })).status, 401);
   });
 });
 

@@ -71,6 +71,7 @@ class FakeVllm implements EngineApi {
     this.hold.wake = undefined;
     if (this.fail.wake) throw this.fail.wake;
     if (!tags || tags.includes('kv_cache')) this.asleep = false;
+    return undefined;
   }
   async reloadWeights() {
     this.calls.push('reload_weights');
