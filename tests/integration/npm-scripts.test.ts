@@ -38,9 +38,15 @@ test('npm start: two at the same moment in one checkout both come up, on the pin
 
 test('npm run demo: the gateway and the simulator come up on the pinned Node, the simulator on a free port', { timeout: 120_000 }, async () => {
   const port = await freePort();
-  const demo = startProcess('npm', ['run', 'demo'], { PORT: String(port), LOG_PRETTY: 'false', VLLM_SIM_LOAD_SECONDS: '0.2' }, ROOT);
+  const demo = startProcess('npm', ['run', 'demo'], { PORT: String(port), VLLM_SIM_LOAD_SECONDS: '0.2' }, ROOT);
   await waitFor('demo ready', async () => JSON.parse((await raw(`http://127.0.0.1:${port}/health`)).body).status === 'ready', 60_000);
   assert.equal((await nodeVersionOf(demo)).split('.')[0], `v${pinnedMajor}`);
+  // A newcomer reads the start: one line per event, vLLM's route list left out.
+  const start = (await demo.waitOutput(/[\s\S]*engine starting → ready[^\n]*\n/, 10_000))[0]
+    .split('\n')
+    .filter((l) => l && !l.includes('INFO: request {')); // the access log of this test's own polling
+  assert.ok(start.length <= 25, `${start.length} lines until ready:\n${start.join('\n')}`);
+  assert.ok(!start.some((l) => l.includes('Route: ')), 'no per-route lines');
   const backend = JSON.parse((await raw(`http://127.0.0.1:${port}/backend`)).body);
   assert.notEqual(new URL(backend.vllm_url).port, '8000', 'not the default 8000, which a workstation may have taken');
 });
