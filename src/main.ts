@@ -1,4 +1,5 @@
 // Composition root: the only module that reads process.env, installs signal handlers or exits.
+import fs from 'node:fs';
 import { requestListener } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { vllmArgv, vllmEnv } from './engine/args.ts';
@@ -16,10 +17,16 @@ import { shutdown } from './shutdown.ts';
 
 /** `.env` in the working directory, when there is one; variables already in the environment win. */
 function loadDotEnv(): void {
+  let isFile: boolean;
   try {
+    isFile = fs.statSync('.env').isFile();
+  } catch {
+    return; // none
+  }
+  try {
+    if (!isFile) throw new Error('it is not a file');
     process.loadEnvFile('.env');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     process.stderr.write(`vllm-gateway: cannot read .env: ${(e as Error).message}\n`);
     process.exit(2);
   }

@@ -45,7 +45,7 @@ export class IdleSleeper {
   private fire(): void {
     this.timer = undefined;
     if (this.lifecycle.state !== 'ready' || this.inflight.total > 0) return;
-    this.log.info({ idle_s: this.idleMs / 1000, level: this.level }, 'engine idle: going to sleep');
+    this.log.info({ idle_s: this.idleMs / 1000, sleep_level: this.level }, 'engine idle: going to sleep');
     this.lifecycle.sleep(this.level, `idle for ${this.idleMs / 1000} s`).catch((e) => this.log.error({ err: (e as Error).message }, 'idle sleep failed'));
   }
 }

@@ -28,6 +28,9 @@ const WAKE_CALL_MS = 120_000;
 const RELOAD_CALL_MS = 600_000;
 const WARMUP_MS = 60_000;
 
+/** Text from vLLM, cut for the log: the upstream decides its length. */
+const clip = (s: string) => (s.length > 200 ? `${s.slice(0, 200)}…` : s);
+
 class WakeCheckFailed extends Error {
   override readonly name = 'WakeCheckFailed';
 }
@@ -155,7 +158,8 @@ export class SleepWake {
       core.transition('ready', reason);
     }
     core.emit('wake', { level, outcome: 'ok', durationMs } satisfies OpEvent);
-    return { durationMs, already: false, message: `the engine is awake (woke from level ${level}${opts.warmupOnWake ? ', warmed up' : ''})` };
+    const checked = opts.wakeCheck !== 'off' && core.facts.reference !== undefined;
+    return { durationMs, already: false, message: `the engine is awake (woke from level ${level}${checked ? ', answers checked' : opts.warmupOnWake ? ', warmed up' : ''})` };
   }
 
   /** Asks the reference question again: a different answer means the engine woke to garbage. */
@@ -167,7 +171,7 @@ export class SleepWake {
     core.emit('wake-check', ok);
     if (ok) return;
     core.facts.wakeCheck.failures++;
-    this.log.error({ expected: core.facts.reference, got, level, wake_check: core.deps.opts.wakeCheck }, 'wake check failed: after the wake the engine answers the reference question differently');
+    this.log.error({ expected: clip(core.facts.reference!), got: clip(got), sleep_level: level, wake_check: core.deps.opts.wakeCheck }, 'wake check failed: after the wake the engine answers the reference question differently');
     if (core.deps.opts.wakeCheck === 'restart') {
       if (core.deps.opts.mode === 'launch') throw new WakeCheckFailed(`the engine answered "${got.slice(0, 60)}" instead of "${core.facts.reference!.slice(0, 60)}" after a level-${level} wake`);
       this.log.error('an attached vLLM cannot be restarted by the gateway: serving anyway (restart it yourself)');

@@ -102,7 +102,7 @@ export class Supervisor {
     if (!asleep && opts.wakeCheck !== 'off') {
       try {
         facts.reference = await client.probe(facts.servedModel, REFERENCE_CALL_MS);
-        this.log.info({ answer: facts.reference }, 'wake check: recorded the reference answer');
+        this.log.info({ answer: facts.reference.slice(0, 200) }, 'wake check: recorded the reference answer');
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'wake check: no reference answer; wakes will not be checked');
       }

@@ -51,9 +51,10 @@ export function relayV1(d: AppDeps, apiKeys: KeySet): V1Handler {
       res.setHeader('allow', ALLOW);
       throw new GatewayError('method_not_allowed', `${method} is not forwarded to vLLM; use one of ${ALLOW}`);
     }
-    const passive = method === 'GET' || method === 'HEAD';
+    // Reads (and CORS preflights, which vLLM's middleware answers for any path) never wake the engine.
+    const passive = method === 'GET' || method === 'HEAD' || method === 'OPTIONS';
     // A route vLLM does not have is answered here, instead of waking (or waiting for) the engine for its 404.
-    if (!acceptsWork(d.lifecycle.state)) refuseUnknownRoute(d, res, scope.path, method);
+    if (!passive && !acceptsWork(d.lifecycle.state)) refuseUnknownRoute(d, res, scope.path, method);
     const ticket = begin(d, res, method === 'POST');
     const body = passive ? null : await readBody(req, d.config.maxBodyBytes);
     if (body) scope.model = modelOf(body);

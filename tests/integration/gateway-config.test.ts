@@ -26,10 +26,10 @@ test('.env in the working directory is read; a variable the environment sets win
 
 describe('gateway: a vLLM that cannot start as configured stops the gateway at once (exit 2)', () => {
   const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  async function exitOf(env: Record<string, string>): Promise<{ code: number | null; out: string; ms: number }> {
+  async function exitOf(env: Record<string, string>, cwd = ROOT): Promise<{ code: number | null; out: string; ms: number }> {
     const port = await freePort();
     const t0 = Date.now();
-    const p = startProcess(process.execPath, ['--import', 'tsx', GATEWAY_MAIN], { PORT: String(port), HOST: '127.0.0.1', VLLM_MODEL: 'sim/test-model', LOG_LEVEL: 'info', ...env }, ROOT);
+    const p = startProcess(process.execPath, ['--import', import.meta.resolve('tsx'), GATEWAY_MAIN], { PORT: String(port), HOST: '127.0.0.1', VLLM_MODEL: 'sim/test-model', LOG_LEVEL: 'info', ...env }, cwd);
     const exited = await Promise.race([p.exited, pause(20_000).then(() => null)]);
     p.kill();
     return { code: exited?.code ?? null, out: p.output(), ms: Date.now() - t0 };
@@ -40,6 +40,14 @@ describe('gateway: a vLLM that cannot start as configured stops the gateway at o
     assert.equal(r.code, 2, r.out);
     assert.match(r.out, /vllm-gateway: vLLM could not be started: no executable "\/nonexistent\/bin\/vllm" \(install vLLM, set VLLM_BIN .*npm run demo/);
     assert.doesNotMatch(r.out, /restarting vLLM|vLLM started/);
+  });
+
+  test('a .env that cannot be read (here a directory) is one line and exit 2', async () => {
+    const dir = path.dirname(tempFile('x'));
+    fs.mkdirSync(path.join(dir, '.env'));
+    const r = await exitOf({ VLLM_BIN: SIM_BIN }, dir);
+    assert.equal(r.code, 2, r.out);
+    assert.match(r.out, /vllm-gateway: cannot read \.env: it is not a file/);
   });
 
   test('vLLM\'s port taken: one line naming VLLM_PORT; no restarts', async () => {
