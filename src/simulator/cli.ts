@@ -33,6 +33,8 @@ function spawnEngineCore(opts: SimOptions): ChildProcess {
         loadMs: opts.loadMs,
         failLoad: opts.failLoad,
         gpuLockFile: opts.gpuLockFile,
+        gpuMemoryFile: opts.gpuMemoryFile,
+        gpuMemoryUtilization: opts.gpuMemoryUtilization,
         orphanTtlSeconds: opts.orphanTtlSeconds,
         shutdownTimeoutSeconds: opts.shutdownTimeoutSeconds,
       }),

@@ -3,6 +3,7 @@
 // (docs/vllm.md, Process tree). With VLLM_SIM_GPU_LOCK_FILE set, a second engine that finds the lock
 // held by a live process fails to load with CUDA OOM, as the next vLLM does when an orphan holds memory.
 import fs from 'node:fs';
+import { claim, release } from './gpu-ledger.ts';
 import { createVllmLog } from './log.ts';
 
 interface EngineCoreConfig {
@@ -11,6 +12,8 @@ interface EngineCoreConfig {
   loadMs: number;
   failLoad?: string;
   gpuLockFile?: string;
+  gpuMemoryFile?: string;
+  gpuMemoryUtilization: number;
   orphanTtlSeconds: number;
   shutdownTimeoutSeconds: number;
 }
@@ -48,6 +51,7 @@ function releaseLock(): void {
 
 function exit(code: number): void {
   releaseLock();
+  if (cfg.gpuMemoryFile) release(cfg.gpuMemoryFile, process.pid);
   clearInterval(hold);
   process.exit(code);
 }
@@ -73,6 +77,17 @@ if (cfg.gpuLockFile) {
     );
   }
   fs.writeFileSync(cfg.gpuLockFile, String(process.pid));
+}
+
+// A GPU shared with other engines: its share is claimed at load, or the load fails as vLLM's does.
+if (cfg.gpuMemoryFile) {
+  const c = claim(cfg.gpuMemoryFile, process.pid, cfg.gpuMemoryUtilization);
+  if (!c.ok) {
+    const total = 44.39;
+    fail(
+      `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate ${(cfg.gpuMemoryUtilization * total).toFixed(2)} GiB. GPU 0 has a total capacity of ${total} GiB of which ${(c.free * total).toFixed(2)} GiB is free.`,
+    );
+  }
 }
 
 log('INFO', 'core.py:93', `Initializing a V1 LLM engine (v${cfg.version}) with config: model='${cfg.model}', enable_sleep_mode=True`);

@@ -30,6 +30,9 @@ export interface SimOptions {
   sleepFailStatus: number;
   shutdownReject: 'abort' | '500' | '503';
   gpuLockFile: string | undefined;
+  /** A GPU shared with other simulators: the ledger file, and this engine's share of it. */
+  gpuMemoryFile: string | undefined;
+  gpuMemoryUtilization: number;
   orphanTtlSeconds: number;
   legacyErrors: boolean;
   /** --kv-cache-dtype fp8…: a level-2 wake leaves the engine answering garbage, reload or not (vLLM #48310). */
@@ -45,7 +48,7 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-const VALUE_FLAGS = new Set(['--host', '--port', '--shutdown-timeout', '--max-model-len', '--api-key', '--model', '--kv-cache-dtype']);
+const VALUE_FLAGS = new Set(['--host', '--port', '--shutdown-timeout', '--max-model-len', '--api-key', '--model', '--kv-cache-dtype', '--gpu-memory-utilization']);
 const BOOL_FLAGS = new Set([
   '--enable-sleep-mode',
   '--enable-request-id-headers',
@@ -69,6 +72,7 @@ const knobs = z.object({
   VLLM_SIM_SLEEP_FAIL_STATUS: num(0).default(0),
   VLLM_SIM_SHUTDOWN_REJECT: z.enum(['abort', '500', '503']).default('abort'),
   VLLM_SIM_GPU_LOCK_FILE: z.string().optional(),
+  VLLM_SIM_GPU_MEMORY_FILE: z.string().optional(),
   VLLM_SIM_ORPHAN_TTL_SECONDS: num(1).default(600),
   VLLM_SIM_LEGACY_ERRORS: z.enum(['0', '1']).default('0'),
   VLLM_SIM_SLEEP_FREED_GIB: num(0).default(1.12),
@@ -79,6 +83,14 @@ const knobs = z.object({
   VLLM_SERVER_DEV_MODE: z.enum(['0', '1']).default('0'),
   VLLM_API_KEY: z.string().optional(),
 });
+
+/** vLLM's --gpu-memory-utilization: a fraction of the GPU, 0.9 by default. */
+function share(raw: string | undefined): number {
+  if (raw === undefined) return 0.9;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0 || n > 1) throw new UsageError(`argument --gpu-memory-utilization: invalid value '${raw}' (0 < x <= 1)`);
+  return n;
+}
 
 export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): SimOptions {
   const [cmd, ...rest] = argv;
@@ -151,6 +163,8 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv): SimOptions
     sleepFailStatus: e.VLLM_SIM_SLEEP_FAIL_STATUS,
     shutdownReject: e.VLLM_SIM_SHUTDOWN_REJECT,
     gpuLockFile: e.VLLM_SIM_GPU_LOCK_FILE || undefined,
+    gpuMemoryFile: e.VLLM_SIM_GPU_MEMORY_FILE || undefined,
+    gpuMemoryUtilization: share(flags.get('--gpu-memory-utilization')),
     orphanTtlSeconds: e.VLLM_SIM_ORPHAN_TTL_SECONDS,
     legacyErrors: e.VLLM_SIM_LEGACY_ERRORS === '1',
     fp8KvCache: flags.get('--kv-cache-dtype')?.startsWith('fp8') ?? false,

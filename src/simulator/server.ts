@@ -2,6 +2,7 @@
 import http from 'node:http';
 import { z } from 'zod';
 import { EngineDeadError, ShutdownRejectedError, type GenerateResult, type SimEngine, type SleepMode } from './engine.ts';
+import { claim, SLEEP_RESIDUE } from './gpu-ledger.ts';
 import type { VllmLog } from './log.ts';
 import type { SimMetrics } from './metrics.ts';
 import { versionAtLeast, type SimOptions } from './options.ts';
@@ -232,6 +233,8 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
         log('INFO', 'api_router.py:44', `sleep the engine with level ${level}`);
         const t0 = Date.now();
         await engine.sleep(level, mode);
+        const core = d.enginePid();
+        if (opts.gpuMemoryFile && core && level >= 1) claim(opts.gpuMemoryFile, core, opts.gpuMemoryUtilization * SLEEP_RESIDUE);
         d.metrics.recordOperation('sleep', (Date.now() - t0) / 1000);
         if (richSleepApi) json(res, 200, { status: 'sleeping', level });
         else empty(res, 200);
@@ -241,6 +244,12 @@ export function createSimServer(d: SimServerDeps): { server: http.Server; routeL
       POST: async (_req, res, url) => {
         const tags = url.searchParams.getAll('tags');
         const t0 = Date.now();
+        // Waking takes the engine's share back: past 100 % of a shared GPU it fails as vLLM's does.
+        const core = d.enginePid();
+        if (opts.gpuMemoryFile && core && engine.sleepingTags.size > 0 && !claim(opts.gpuMemoryFile, core, opts.gpuMemoryUtilization).ok) {
+          log('ERROR', 'cumem.py:121', 'torch.OutOfMemoryError: CUDA out of memory while waking up: another process holds the GPU memory');
+          return empty(res, 500);
+        }
         await engine.wakeUp(tags.length ? tags : null);
         d.metrics.recordOperation('wake_up', (Date.now() - t0) / 1000);
         if (richSleepApi) json(res, 200, { status: engine.isSleeping() ? 'sleeping' : 'awake', tags: tags.length ? tags : null });
