@@ -49,7 +49,7 @@ export function descendants(root: number): number[] {
   return out;
 }
 
-function pgidOf(pid: number): number | undefined {
+export function pgidOf(pid: number): number | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);

@@ -7,10 +7,23 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { freePort, raw } from '../helpers/net.ts';
 import { waitFor } from '../helpers/poll.ts';
-import { killAllStarted, startProcess } from '../helpers/procs.ts';
+import { descendants, pgidOf } from '../helpers/gateway.ts';
+import { killAllStarted, killQuietly, startProcess } from '../helpers/procs.ts';
 import { ROOT, startSim } from '../helpers/sim.ts';
 
-after(() => killAllStarted());
+// npm starts the gateway, and the gateway starts vLLM (the simulator) in a process group of its own:
+// those groups are remembered while they run, and killed with the rest.
+const childGroups = new Set<number>();
+function rememberGroups(root: number): void {
+  for (const pid of descendants(root)) {
+    const g = pgidOf(pid);
+    if (g && g !== root) childGroups.add(g);
+  }
+}
+after(() => {
+  killAllStarted();
+  for (const g of childGroups) killQuietly(-g, 'SIGKILL');
+});
 
 const pinnedMajor = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { devDependencies: { node: string } }).devDependencies.node.split('.')[0]!;
 
@@ -40,6 +53,7 @@ test('npm run demo: the gateway and the simulator come up on the pinned Node, th
   const port = await freePort();
   const demo = startProcess('npm', ['run', 'demo'], { PORT: String(port), VLLM_SIM_LOAD_SECONDS: '0.2' }, ROOT);
   await waitFor('demo ready', async () => JSON.parse((await raw(`http://127.0.0.1:${port}/health`)).body).status === 'ready', 60_000);
+  rememberGroups(demo.pid);
   assert.equal((await nodeVersionOf(demo)).split('.')[0], `v${pinnedMajor}`);
   // A newcomer reads the start: one line per event, vLLM's route list left out.
   const start = (await demo.waitOutput(/[\s\S]*engine starting → ready[^\n]*\n/, 10_000))[0]
