@@ -3,7 +3,7 @@
 // (docs/vllm.md, Process tree). With VLLM_SIM_GPU_LOCK_FILE set, a second engine that finds the lock
 // held by a live process fails to load with CUDA OOM, as the next vLLM does when an orphan holds memory.
 import fs from 'node:fs';
-import { claim, release } from './gpu-ledger.ts';
+import { alive, claim, release } from './gpu-ledger.ts';
 import { createVllmLog } from './log.ts';
 
 interface EngineCoreConfig {
@@ -23,22 +23,6 @@ const log = createVllmLog('EngineCore_DP0');
 const cfg = JSON.parse(process.env.VLLM_SIM_ENGINE_CONFIG ?? '{}') as EngineCoreConfig;
 const hold = setInterval(() => {}, 1 << 30);
 
-// A zombie has already released its GPU memory (the driver frees a context when the process exits,
-// not when it is reaped), and an orphan is reaped by PID 1 only when PID 1 gets round to it: seconds
-// later under some container inits. So a zombie holder does not hold the lock.
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return !fs.existsSync('/proc/self');
-  }
-}
 
 function releaseLock(): void {
   if (!cfg.gpuLockFile) return;

@@ -19,7 +19,12 @@ export interface Ledger {
 const LOCK_WAIT_MS = 5000;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
-function alive(pid: number): boolean {
+/**
+ * Whether `pid` still holds GPU memory. A zombie has already released it (the driver frees a context when
+ * the process exits, not when it is reaped), and an orphan is reaped by PID 1 only when PID 1 gets round
+ * to it: seconds later under some container inits.
+ */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (e) {
@@ -27,7 +32,7 @@ function alive(pid: number): boolean {
   }
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z'; // a zombie's context is freed already
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
   } catch {
     return !fs.existsSync('/proc/self');
   }
