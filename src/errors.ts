@@ -50,9 +50,11 @@ export const ERROR_CATALOGUE = {
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
-/** Codes of the error event that ends a stream after its 200 (the status is already sent). */
-export const STREAM_ERROR_CODES = { engine_stream_broken: 'vLLM broke off the stream, or sent bytes that are not HTTP', shutting_down: 'the drain deadline ended the stream' } as const;
-export type StreamErrorCode = keyof typeof STREAM_ERROR_CODES;
+/**
+ * Codes of the error event that ends a stream after its 200 (the status is already sent): vLLM broke off the
+ * stream or sent bytes that are not HTTP, or the drain deadline ended it.
+ */
+export type StreamErrorCode = 'engine_stream_broken' | 'shutting_down';
 
 /** Seconds and milliseconds are both capped at 60 s: the OpenAI SDKs ignore longer hints. */
 const MAX_RETRY_AFTER_MS = 60_000;

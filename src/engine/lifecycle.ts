@@ -73,7 +73,11 @@ export interface EngineCore {
   readonly stopping: boolean;
   readonly facts: EngineFacts;
   readonly deps: LifecycleDeps;
-  transition(to: EngineState, reason: string): boolean;
+  /**
+   * Entering `sleeping` records the sleep's level (`sleepLevel`, else SLEEP_LEVEL) and time, unless a sleep
+   * already is (a failed wake goes back to it); entering `ready` or `failed` clears them.
+   */
+  transition(to: EngineState, reason: string, sleepLevel?: 1 | 2): boolean;
   /** The next transition, or a rejection when `signal` aborts first. */
   nextTransition(signal?: AbortSignal): Promise<Transition>;
   emit(event: 'sleep' | 'wake', e: OpEvent): void;
@@ -126,7 +130,7 @@ export class EngineLifecycle extends EventEmitter {
       },
       facts: this.facts,
       deps: d,
-      transition: (to, reason) => this.transition(to, reason),
+      transition: (to, reason, sleepLevel) => this.transition(to, reason, sleepLevel),
       nextTransition: (signal) => once(this, 'transition', signal ? { signal } : {}).then(([t]) => t as Transition),
       emit: (event: string, arg?: unknown) => void this.emit(event, arg),
     };
@@ -167,7 +171,7 @@ export class EngineLifecycle extends EventEmitter {
   }
 
   /** The only place the state changes: a pair the table does not allow is refused and logged as a bug. */
-  private transition(to: EngineState, reason: string): boolean {
+  private transition(to: EngineState, reason: string, sleepLevel?: 1 | 2): boolean {
     let t: Transition | null;
     try {
       t = this.machine.move(to, reason);
@@ -176,6 +180,14 @@ export class EngineLifecycle extends EventEmitter {
       this.d.log.error({ from: e.from, to, reason, stack: e.stack }, `${e.message} refused (a gateway bug)`);
       this.emit('illegal', { from: e.from, to, reason });
       return false;
+    }
+    const f = this.facts;
+    if (to === 'sleeping') {
+      f.sleepLevel ??= sleepLevel ?? this.d.opts.sleepLevel;
+      f.sleepSince ??= Date.now();
+    } else if (to === 'ready' || to === 'failed') {
+      f.sleepLevel = null;
+      f.sleepSince = null;
     }
     if (t) {
       this.d.log.info({ from: t.from, to, reason }, `engine ${t.from} → ${to}`);

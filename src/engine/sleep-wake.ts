@@ -108,11 +108,7 @@ export class SleepWake {
     const durationMs = Date.now() - t0;
     core.facts.lastSleepMs = durationMs;
     core.facts.sleeps++;
-    if (core.state === 'falling_asleep') {
-      core.facts.sleepLevel = level;
-      core.facts.sleepSince = Date.now();
-      core.transition('sleeping', reason);
-    }
+    if (core.state === 'falling_asleep') core.transition('sleeping', reason, level);
     core.emit('sleep', { level, outcome: drained ? 'ok' : 'aborted', durationMs } satisfies OpEvent);
     const message = drained
       ? `the engine is asleep at level ${level}${busy ? ` after ${busy} in-flight request(s) finished` : ''}`
@@ -126,6 +122,7 @@ export class SleepWake {
     if (core.state === 'ready') return { durationMs: 0, already: true, message: 'the engine is already awake' };
     this.checkCanChange();
     const level = core.facts.sleepLevel ?? opts.sleepLevel;
+    const checked = opts.wakeCheck !== 'off' && core.facts.reference !== undefined;
     const t0 = Date.now();
     core.transition('waking', reason);
     let status: 'awake' | 'sleeping' | undefined;
@@ -143,7 +140,7 @@ export class SleepWake {
       if (status === 'sleeping') throw new Error('vLLM answered wake_up with status "sleeping"');
       if (await client.isSleeping()) throw new Error('vLLM still reports is_sleeping=true after wake_up');
       // The check's completion warms the engine up as well; without a check, the plain warm-up does.
-      if (opts.wakeCheck !== 'off' && core.facts.reference !== undefined) await this.check(level);
+      if (checked) await this.check(level);
       else if (opts.warmupOnWake) await this.warmup();
     } catch (e) {
       if (e instanceof WakeCheckFailed) return this.checkFailed(e, level, t0);
@@ -152,13 +149,8 @@ export class SleepWake {
     const durationMs = Date.now() - t0;
     core.facts.lastWakeMs = durationMs;
     core.facts.wakes++;
-    if (core.state === 'waking') {
-      core.facts.sleepLevel = null;
-      core.facts.sleepSince = null;
-      core.transition('ready', reason);
-    }
+    if (core.state === 'waking') core.transition('ready', reason);
     core.emit('wake', { level, outcome: 'ok', durationMs } satisfies OpEvent);
-    const checked = opts.wakeCheck !== 'off' && core.facts.reference !== undefined;
     return { durationMs, already: false, message: `the engine is awake (woke from level ${level}${checked ? ', answers checked' : opts.warmupOnWake ? ', warmed up' : ''})` };
   }
 
@@ -213,20 +205,13 @@ export class SleepWake {
   /** After a failed sleep or wake: back to what vLLM reports, or failed when it is unhealthy. */
   private async recover(expect: EngineState, op: string, e: unknown): Promise<void> {
     const { core } = this;
-    const { client, opts } = core.deps;
+    const { client } = core.deps;
     this.log.error({ err: (e as Error).message }, `${op} failed`);
     if (core.state !== expect) return;
     const healthy = (await client.health().catch(() => 0)) === 200;
     if (core.state !== expect) return;
     if (!healthy) return this.fail(`${op} failed and vLLM is not healthy`, { err: (e as Error).message });
     const asleep = await client.isSleeping().catch(() => false);
-    if (asleep) {
-      core.facts.sleepLevel ??= opts.sleepLevel;
-      core.facts.sleepSince ??= Date.now();
-    } else {
-      core.facts.sleepLevel = null;
-      core.facts.sleepSince = null;
-    }
     core.transition(asleep ? 'sleeping' : 'ready', `${op} failed: ${(e as Error).message}`);
   }
 }

@@ -8,7 +8,7 @@ import { delay } from './timing.ts';
 const READY_POLL_MS = 500;
 
 /** A start that failed for a reason a restart cannot change: the message for the operator, else undefined. */
-export function permanentFailure(proc: EngineChild): string | undefined {
+function permanentFailure(proc: EngineChild): string | undefined {
   const e = proc.spawnError;
   if (e?.code === 'ENOENT') return `vLLM could not be started: no executable "${e.path ?? 'vllm'}" (install vLLM, set VLLM_BIN to its path, or try \`npm run demo\`, which uses the bundled simulator)`;
   if (e?.code === 'EACCES') return `vLLM could not be started: "${e.path ?? 'vllm'}" is not executable (check VLLM_BIN)`;
@@ -110,9 +110,8 @@ export class Supervisor {
     }
     this.policy.onReady(Date.now());
     if (asleep) {
-      facts.sleepLevel = (await client.reportedSleepLevel()) ?? opts.sleepLevel;
-      facts.sleepSince = Date.now();
-      this.core.transition('sleeping', 'attached to a vLLM that is asleep');
+      const level = await client.reportedSleepLevel();
+      this.core.transition('sleeping', 'attached to a vLLM that is asleep', level);
       if (opts.wakeOnStart) this.wake('WAKE_ON_START').catch((e) => this.log.error({ err: (e as Error).message }, 'wake on start failed'));
     } else {
       this.core.transition('ready', `vLLM ${facts.version ?? '(version unknown)'} is serving ${facts.servedModel ?? 'its model'}`);
@@ -168,9 +167,6 @@ export class Supervisor {
   async fail(reason: string, details: Record<string, unknown>): Promise<void> {
     if (this.core.stopping || this.core.state === 'failed') return;
     clearInterval(this.monitorTimer);
-    const facts = this.core.facts;
-    facts.sleepLevel = null;
-    facts.sleepSince = null;
     this.core.transition('failed', reason);
     this.log.error(details, reason);
     // vLLM's EngineCore survives its API server (docs/vllm.md, Process tree): nothing of the old group may

@@ -292,12 +292,14 @@ class Relay implements Dispatcher.DispatchHandler {
     const rest = this.events?.flush();
     if (rest) this.write(rest);
     if (!this.headersSent) this.sendHead();
-    if (this.framed) {
-      if (this.direct) this.direct.write(LAST_CHUNK);
-      else this.out.write(LAST_CHUNK);
-    }
-    this.out.end();
+    this.endBody();
     this.finish();
+  }
+
+  /** Ends the body the client was sent: the last chunk, where the gateway frames it. */
+  private endBody(): void {
+    if (this.framed) (this.direct ?? this.out).write(LAST_CHUNK);
+    this.out.end();
   }
 
   private endWithErrorBody(): void {
@@ -351,8 +353,7 @@ class Relay implements Dispatcher.DispatchHandler {
       // What was held of an unfinished event is dropped: the error event follows whole events only.
       const event = Buffer.from(sseErrorEvent(msg, shutdown ? 'shutting_down' : 'engine_stream_broken'));
       this.write(event);
-      if (this.framed) (this.direct ?? this.out).write(LAST_CHUNK);
-      this.out.end();
+      this.endBody();
     } else {
       // A body cut short that the gateway cannot end cleanly: close the connection so the client sees an error.
       this.out.destroy(err);
